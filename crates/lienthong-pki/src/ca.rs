@@ -191,10 +191,10 @@ impl Csr {
         let mut identity = None;
         for san in &params.params.subject_alt_names {
             let SanType::URI(uri) = san else { continue };
-            if let Some(id) = Identity::from_uri(uri.as_str()) {
-                if identity.replace(id?).is_some() {
-                    return Err(CertError::SeveralIdentities);
-                }
+            if let Some(id) = Identity::from_uri(uri.as_str())
+                && identity.replace(id?).is_some()
+            {
+                return Err(CertError::SeveralIdentities);
             }
         }
         let identity = identity.ok_or(CertError::NoIdentity)?;

@@ -228,10 +228,10 @@ impl Certificate {
                         let GeneralName::URI(uri) = name else {
                             continue;
                         };
-                        if let Some(id) = Identity::from_uri(uri) {
-                            if identity.replace(id?).is_some() {
-                                return Err(CertError::SeveralIdentities);
-                            }
+                        if let Some(id) = Identity::from_uri(uri)
+                            && identity.replace(id?).is_some()
+                        {
+                            return Err(CertError::SeveralIdentities);
                         }
                     }
                 }

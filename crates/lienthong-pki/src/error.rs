@@ -89,11 +89,14 @@ pub enum PeerRejected {
     NotRegistered { fingerprint: Fingerprint },
     #[error("certificate is registered for node {registered} but names node {presented}")]
     IdentityMismatch {
-        registered: NodeId,
-        presented: NodeId,
+        registered: Box<NodeId>,
+        presented: Box<NodeId>,
     },
     #[error("expected node {expected}, the peer is node {presented}")]
-    WrongNode { expected: NodeId, presented: NodeId },
+    WrongNode {
+        expected: Box<NodeId>,
+        presented: Box<NodeId>,
+    },
     #[error("certificate rejected: {0}")]
     Invalid(String),
 }

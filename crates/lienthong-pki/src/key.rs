@@ -81,7 +81,7 @@ impl KeyAlgorithm {
 
 impl fmt::Display for KeyAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -229,7 +229,7 @@ impl PrivateKey {
         rng.fill(&mut salt).map_err(|_| KeyError::Generation)?;
         rng.fill(&mut iv).map_err(|_| KeyError::Generation)?;
         let params = scrypt::Params::new(SCRYPT_LOG_N, 8, 1, 32)
-            .and_then(|p| Ok(pbes2::Parameters::scrypt_aes256cbc(p, &salt, &iv)))
+            .map(|p| pbes2::Parameters::scrypt_aes256cbc(p, &salt, &iv))
             .map_err(|_| KeyError::Generation)?
             .map_err(|_| KeyError::Generation)?;
         let info = pkcs8::PrivateKeyInfo::from_der(&self.pkcs8)

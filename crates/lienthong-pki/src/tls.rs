@@ -163,17 +163,17 @@ impl TrustPolicy {
             .ok_or(PeerRejected::NotRegistered { fingerprint })?;
         if registered != &presented {
             return Err(PeerRejected::IdentityMismatch {
-                registered: registered.clone(),
-                presented,
+                registered: Box::new(registered.clone()),
+                presented: Box::new(presented),
             });
         }
-        if let Some(expected) = expected {
-            if expected != &presented {
-                return Err(PeerRejected::WrongNode {
-                    expected: expected.clone(),
-                    presented,
-                });
-            }
+        if let Some(expected) = expected
+            && expected != &presented
+        {
+            return Err(PeerRejected::WrongNode {
+                expected: Box::new(expected.clone()),
+                presented: Box::new(presented),
+            });
         }
         Ok(PeerIdentity {
             node: presented,

@@ -146,8 +146,8 @@ fn each_rejection_has_its_own_reason() {
     assert_eq!(
         check(&policy, &peer_b, Some(&a)),
         Err(PeerRejected::WrongNode {
-            expected: a.clone(),
-            presented: b.clone()
+            expected: Box::new(a.clone()),
+            presented: Box::new(b.clone())
         })
     );
 
@@ -157,8 +157,8 @@ fn each_rejection_has_its_own_reason() {
     assert_eq!(
         check(&policy_swapped, &peer_b, None),
         Err(PeerRejected::IdentityMismatch {
-            registered: a.clone(),
-            presented: b.clone()
+            registered: Box::new(a.clone()),
+            presented: Box::new(b.clone())
         })
     );
 
@@ -285,8 +285,8 @@ async fn mutual_tls_between_registered_nodes() {
     assert_eq!(
         reason(&client),
         Some(PeerRejected::WrongNode {
-            expected: consumer.clone(),
-            presented: provider.clone()
+            expected: Box::new(consumer.clone()),
+            presented: Box::new(provider.clone())
         })
     );
 

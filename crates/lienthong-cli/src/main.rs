@@ -1,0 +1,44 @@
+//! `lienthong`: the one binary. It parses arguments, reads and writes files, and calls the
+//! library crates; the logic lives in those.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod demo;
+mod files;
+mod pki;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "lienthong", version, about = "Lienthong data-exchange gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Walk through an instance's PKI on this machine: CA, node and member certificates,
+    /// a signed message, and pinned mutual TLS between two nodes on loopback.
+    Demo(demo::DemoArgs),
+    /// Keys, the instance CA, certificate requests and certificates, by hand.
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Pki(cmd) => pki::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
