@@ -86,7 +86,7 @@ async fn demo(dir: &Path) -> Result<()> {
         3,
         "Member signing certificate (RSA-PSS 3072), and a signed request",
     );
-    let member_key = PrivateKey::generate(KeyAlgorithm::RsaPss3072)?;
+    let member_key = PrivateKey::generate(KeyAlgorithm::RsaPss)?;
     let member_cert = ca.issue_member(
         &Csr::for_member(&member_key, &member)?,
         &member,

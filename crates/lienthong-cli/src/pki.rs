@@ -64,7 +64,7 @@ pub(crate) struct CaInitArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct KeyNewArgs {
-    /// ed25519 (default), ecdsa-p256 or rsa-pss-3072.
+    /// ed25519 (default), ecdsa-p256 or rsa-pss.
     #[arg(long = "type", default_value = "ed25519", value_name = "ALG")]
     key_type: KeyAlgorithm,
     /// Where to write the key (must not exist).

@@ -287,16 +287,4 @@ impl Certificate {
         }
         (ski, aki)
     }
-
-    /// Test helper and fault injector: the same certificate with one byte of its signature
-    /// flipped. Kept public so integration tests and the test kit can forge bad peers.
-    #[doc(hidden)]
-    pub fn with_tampered_signature(&self) -> Certificate {
-        let mut der = self.der.to_vec();
-        let last = der.len() - 1;
-        der[last] ^= 0x01;
-        Certificate {
-            der: CertificateDer::from(der),
-        }
-    }
 }

@@ -25,16 +25,17 @@ pub enum KeyAlgorithm {
     Ed25519,
     /// ECDSA over P-256 with SHA-256 (ASN.1 signatures).
     EcdsaP256,
-    /// RSA 3072 with RSASSA-PSS / SHA-256 detached signatures (listed in Circular 39/2017).
+    /// RSA with RSASSA-PSS / SHA-256 detached signatures (listed in Circular 39/2017). New keys
+    /// are 3072 bits; loaded keys must have at least 2048.
     /// Certificates this key issues are signed PKCS#1 v1.5, which every X.509 stack verifies.
-    RsaPss3072,
+    RsaPss,
 }
 
 impl KeyAlgorithm {
     pub const ALL: [KeyAlgorithm; 3] = [
         KeyAlgorithm::Ed25519,
         KeyAlgorithm::EcdsaP256,
-        KeyAlgorithm::RsaPss3072,
+        KeyAlgorithm::RsaPss,
     ];
 
     /// The name used in files and on the command line.
@@ -42,7 +43,7 @@ impl KeyAlgorithm {
         match self {
             KeyAlgorithm::Ed25519 => "ed25519",
             KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
-            KeyAlgorithm::RsaPss3072 => "rsa-pss-3072",
+            KeyAlgorithm::RsaPss => "rsa-pss",
         }
     }
 
@@ -50,7 +51,7 @@ impl KeyAlgorithm {
         match self {
             KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
             KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            KeyAlgorithm::RsaPss3072 => &rcgen::PKCS_RSA_SHA256,
+            KeyAlgorithm::RsaPss => &rcgen::PKCS_RSA_SHA256,
         }
     }
 
@@ -58,7 +59,7 @@ impl KeyAlgorithm {
         match self {
             KeyAlgorithm::Ed25519 => &sig::ED25519,
             KeyAlgorithm::EcdsaP256 => &sig::ECDSA_P256_SHA256_ASN1,
-            KeyAlgorithm::RsaPss3072 => &sig::RSA_PSS_2048_8192_SHA256,
+            KeyAlgorithm::RsaPss => &sig::RSA_PSS_2048_8192_SHA256,
         }
     }
 
@@ -67,7 +68,7 @@ impl KeyAlgorithm {
         match (alg, param) {
             (OID_ED25519, _) => Ok(KeyAlgorithm::Ed25519),
             (OID_EC_PUBLIC_KEY, Some(OID_P256)) => Ok(KeyAlgorithm::EcdsaP256),
-            (OID_RSA, _) => Ok(KeyAlgorithm::RsaPss3072),
+            (OID_RSA, _) => Ok(KeyAlgorithm::RsaPss),
             (OID_EC_PUBLIC_KEY, curve) => Err(KeyError::UnsupportedAlgorithm(format!(
                 "EC key on curve {}; only P-256 is supported",
                 curve.unwrap_or("(none)")
@@ -93,7 +94,7 @@ impl FromStr for KeyAlgorithm {
             .find(|a| a.name() == s)
             .ok_or_else(|| {
                 KeyError::UnsupportedAlgorithm(format!(
-                    "{s:?}; choose one of ed25519, ecdsa-p256, rsa-pss-3072"
+                    "{s:?}; choose one of ed25519, ecdsa-p256, rsa-pss"
                 ))
             })
     }
@@ -141,7 +142,7 @@ impl PrivateKey {
                     .as_ref()
                     .to_vec()
             }
-            KeyAlgorithm::RsaPss3072 => {
+            KeyAlgorithm::RsaPss => {
                 let kp = sig::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa3072)
                     .map_err(|_| KeyError::Generation)?;
                 let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&kp)
@@ -167,7 +168,7 @@ impl PrivateKey {
                 sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, der)
                     .map_err(|_| bad("ECDSA P-256"))?,
             ),
-            KeyAlgorithm::RsaPss3072 => {
+            KeyAlgorithm::RsaPss => {
                 let kp = sig::RsaKeyPair::from_pkcs8(der).map_err(|_| bad("RSA"))?;
                 if kp.public_modulus_len() < 256 {
                     return Err(KeyError::UnsupportedAlgorithm(format!(

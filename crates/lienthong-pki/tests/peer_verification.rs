@@ -163,7 +163,9 @@ fn each_rejection_has_its_own_reason() {
     );
 
     // Tampered signature: the fingerprint of the tampered bytes is even registered.
-    let tampered = peer_a.chain[0].with_tampered_signature();
+    let mut der = peer_a.chain[0].der().to_vec();
+    *der.last_mut().unwrap() ^= 0x01; // the last byte is inside the signature
+    let tampered = Certificate::from_der(der).unwrap();
     let policy_t = TrustPolicy::new(
         [pki.ca.certificate()],
         [(a.clone(), tampered.fingerprint())],
@@ -259,7 +261,7 @@ async fn mutual_tls_between_registered_nodes() {
     let consumer = node("VN/GOV/000.00.00.G22/ss1");
     let provider = node("VN/GOV/000.00.00.G01/ss1");
     let c = pki.node_at(&consumer, KeyAlgorithm::EcdsaP256, SystemTime::now(), 30);
-    let p = pki.node_at(&provider, KeyAlgorithm::RsaPss3072, SystemTime::now(), 30);
+    let p = pki.node_at(&provider, KeyAlgorithm::RsaPss, SystemTime::now(), 30);
     let policy = Arc::new(
         TrustPolicy::new(
             [pki.ca.certificate()],
