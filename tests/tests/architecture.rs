@@ -6,37 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Workspace package -> its direct normal (non-dev, non-build) dependencies, by package name.
 fn direct_deps() -> BTreeMap<String, BTreeSet<String>> {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--no-deps",
-        ])
+        .args(["metadata", "--format-version", "1", "--offline", "--no-deps"])
         .current_dir(root())
         .output()
         .expect("run cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let members: BTreeSet<&str> = meta["workspace_members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap())
-        .collect();
+    let members: BTreeSet<&str> =
+        meta["workspace_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
     meta["packages"]
         .as_array()
         .unwrap()
@@ -58,25 +41,11 @@ fn direct_deps() -> BTreeMap<String, BTreeSet<String>> {
 /// Every package built for this platform, dev and build dependencies included.
 fn resolved_packages() -> BTreeSet<String> {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--workspace",
-            "-e",
-            "all",
-            "--prefix",
-            "none",
-            "--offline",
-            "--format",
-            "{p}",
-        ])
+        .args(["tree", "--workspace", "-e", "all", "--prefix", "none", "--offline", "--format", "{p}"])
         .current_dir(root())
         .output()
         .expect("run cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -86,10 +55,7 @@ fn resolved_packages() -> BTreeSet<String> {
 }
 
 fn ours(deps: &BTreeSet<String>) -> BTreeSet<&str> {
-    deps.iter()
-        .filter(|d| d.starts_with("lienthong-"))
-        .map(String::as_str)
-        .collect()
+    deps.iter().filter(|d| d.starts_with("lienthong-")).map(String::as_str).collect()
 }
 
 #[test]
@@ -100,32 +66,10 @@ fn crate_layering_follows_the_brief() {
         ("lienthong-types", &[]),
         ("lienthong-proto", &["lienthong-types"]),
         ("lienthong-pki", &["lienthong-types"]),
-        (
-            "lienthong-exchange",
-            &["lienthong-types", "lienthong-proto", "lienthong-pki"],
-        ),
-        (
-            "lienthong-msglog",
-            &["lienthong-types", "lienthong-pki", "lienthong-proto"],
-        ),
-        (
-            "lienthong-registry",
-            &[
-                "lienthong-types",
-                "lienthong-proto",
-                "lienthong-pki",
-                "lienthong-msglog",
-            ],
-        ),
-        (
-            "lienthong-audit",
-            &[
-                "lienthong-types",
-                "lienthong-proto",
-                "lienthong-pki",
-                "lienthong-msglog",
-            ],
-        ),
+        ("lienthong-exchange", &["lienthong-types", "lienthong-proto", "lienthong-pki"]),
+        ("lienthong-msglog", &["lienthong-types", "lienthong-pki", "lienthong-proto"]),
+        ("lienthong-registry", &["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-msglog"]),
+        ("lienthong-audit", &["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-msglog"]),
         (
             "lienthong-node",
             &[
@@ -146,50 +90,26 @@ fn crate_layering_follows_the_brief() {
     for name in deps.keys().filter(|n| n.starts_with("lienthong-")) {
         let known = allowed.iter().any(|(n, _)| n == name)
             || ["lienthong-cli", "lienthong-testkit", "lienthong-tests"].contains(&name.as_str());
-        assert!(
-            known,
-            "{name} is not in the layering table: add it here and to ARCHITECTURE.md"
-        );
+        assert!(known, "{name} is not in the layering table: add it here and to ARCHITECTURE.md");
     }
 }
 
 #[test]
 fn only_pki_touches_certificate_building_and_the_crypto_provider() {
-    let confined = [
-        "rcgen",
-        "aws-lc-rs",
-        "rustls-webpki",
-        "x509-parser",
-        "pkcs8",
-    ];
+    let confined = ["rcgen", "aws-lc-rs", "rustls-webpki", "x509-parser", "pkcs8"];
     for (name, d) in direct_deps() {
         if name == "lienthong-pki" {
             continue;
         }
         let leaked: Vec<_> = confined.iter().filter(|c| d.contains(**c)).collect();
-        assert!(
-            leaked.is_empty(),
-            "{name} depends on {leaked:?}; only lienthong-pki may"
-        );
+        assert!(leaked.is_empty(), "{name} depends on {leaked:?}; only lienthong-pki may");
     }
 }
 
 #[test]
 fn core_crates_do_no_io() {
-    let io_crates = [
-        "tokio",
-        "hyper",
-        "tonic-transport",
-        "redb",
-        "reqwest",
-        "mio",
-    ];
-    for name in [
-        "lienthong-types",
-        "lienthong-proto",
-        "lienthong-pki",
-        "lienthong-exchange",
-    ] {
+    let io_crates = ["tokio", "hyper", "tonic-transport", "redb", "reqwest", "mio"];
+    for name in ["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-exchange"] {
         let Some(d) = direct_deps().remove(name) else {
             continue;
         };
@@ -197,18 +117,8 @@ fn core_crates_do_no_io() {
         assert!(io.is_empty(), "{name} depends on {io:?}");
         let src = root().join("crates").join(name).join("src");
         for (file, text) in rust_files(&src) {
-            for needle in [
-                "std::fs",
-                "std::net",
-                "tokio::",
-                "File::open",
-                "std::env::var",
-            ] {
-                assert!(
-                    !text.contains(needle),
-                    "{} uses {needle}: {name} does no I/O",
-                    file.display()
-                );
+            for needle in ["std::fs", "std::net", "tokio::", "File::open", "std::env::var"] {
+                assert!(!text.contains(needle), "{} uses {needle}: {name} does no I/O", file.display());
             }
         }
     }
@@ -218,10 +128,7 @@ fn core_crates_do_no_io() {
 fn no_openssl_or_native_tls_anywhere() {
     let resolved = resolved_packages();
     for banned in ["openssl", "openssl-sys", "native-tls", "ring"] {
-        assert!(
-            !resolved.contains(banned),
-            "{banned} is in the dependency graph"
-        );
+        assert!(!resolved.contains(banned), "{banned} is in the dependency graph");
     }
 }
 
@@ -246,10 +153,7 @@ fn custom_tls_verification_stays_in_pki() {
 fn architecture_md_maps_every_crate() {
     let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
     for name in direct_deps().keys() {
-        assert!(
-            doc.contains(&format!("`{name}`")),
-            "ARCHITECTURE.md does not mention `{name}`"
-        );
+        assert!(doc.contains(&format!("`{name}`")), "ARCHITECTURE.md does not mention `{name}`");
     }
 }
 
@@ -260,10 +164,8 @@ fn tests_bind_no_fixed_ports() {
         for (file, text) in rust_files(&dir) {
             for (i, line) in text.lines().enumerate() {
                 if let Some(pos) = line.find(&pattern) {
-                    let port: String = line[pos + pattern.len()..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
+                    let port: String =
+                        line[pos + pattern.len()..].chars().take_while(char::is_ascii_digit).collect();
                     assert!(
                         port.is_empty() || port == "0",
                         "{}:{}: fixed port {port}",
@@ -280,26 +182,10 @@ fn tests_bind_no_fixed_ports() {
 fn ci_runs_the_readme_test_command() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    let quick_start: Vec<&str> = readme
-        .lines()
-        .filter(|l| l.starts_with("cargo "))
-        .take(2)
-        .collect();
-    assert_eq!(
-        quick_start.len(),
-        2,
-        "README.md must start with a two-command quick start"
-    );
-    assert!(
-        quick_start[0].contains("-- demo"),
-        "first command runs the demo: {}",
-        quick_start[0]
-    );
-    assert!(
-        ci.contains(quick_start[1]),
-        ".ci/run must run the README's test command `{}`",
-        quick_start[1]
-    );
+    let quick_start: Vec<&str> = readme.lines().filter(|l| l.starts_with("cargo ")).take(2).collect();
+    assert_eq!(quick_start.len(), 2, "README.md must start with a two-command quick start");
+    assert!(quick_start[0].contains("-- demo"), "first command runs the demo: {}", quick_start[0]);
+    assert!(ci.contains(quick_start[1]), ".ci/run must run the README's test command `{}`", quick_start[1]);
 }
 
 fn test_dirs() -> Vec<PathBuf> {

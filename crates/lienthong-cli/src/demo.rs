@@ -45,18 +45,13 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(demo(dir))?;
     match &args.dir {
-        Some(d) => println!(
-            "\ncertificates are in {}; inspect one with `lienthong pki show FILE`",
-            d.display()
-        ),
-        None => println!(
-            "\n(certificates were made in a temporary directory; pass --dir DIR to keep them)"
-        ),
+        Some(d) => {
+            println!("\ncertificates are in {}; inspect one with `lienthong pki show FILE`", d.display())
+        }
+        None => println!("\n(certificates were made in a temporary directory; pass --dir DIR to keep them)"),
     }
     println!("\ndemo finished in {} ms", started.elapsed().as_millis());
     Ok(())
@@ -74,36 +69,23 @@ async fn demo(dir: &Path) -> Result<()> {
 
     step(1, "Instance CA for VN (Ed25519)");
     let ca_key = PrivateKey::generate(KeyAlgorithm::Ed25519)?;
-    let ca =
-        CertificateAuthority::init(InstanceId::new("VN")?, &ca_key, Validity::days(3650), now)?;
+    let ca = CertificateAuthority::init(InstanceId::new("VN")?, &ca_key, Validity::days(3650), now)?;
     save(dir, "ca.crt.pem", ca.certificate())?;
 
     step(2, "Node authentication certificates, issued from CSRs");
     let consumer_tls = node_identity(&ca, &consumer, KeyAlgorithm::Ed25519, dir, "consumer")?;
     let provider_tls = node_identity(&ca, &provider, KeyAlgorithm::EcdsaP256, dir, "provider")?;
 
-    step(
-        3,
-        "Member signing certificate (RSA-PSS 3072), and a signed request",
-    );
+    step(3, "Member signing certificate (RSA-PSS 3072), and a signed request");
     let member_key = PrivateKey::generate(KeyAlgorithm::RsaPss)?;
-    let member_cert = ca.issue_member(
-        &Csr::for_member(&member_key, &member)?,
-        &member,
-        Validity::days(365),
-        now,
-    )?;
+    let member_cert =
+        ca.issue_member(&Csr::for_member(&member_key, &member)?, &member, Validity::days(365), now)?;
     save(dir, "member-signing.crt.pem", &member_cert)?;
     let message = b"GET /r1/VN/GOV/000.00.00.G01/csdlqg/citizen/079203001234";
     let signature = member_key.sign(message)?;
     let public = member_cert.info()?.public_key;
-    public
-        .verify(message, &signature)
-        .map_err(|e| anyhow!("signature check failed: {e}"))?;
-    println!(
-        "    signed {} bytes as {member}: signature verifies with the certificate",
-        message.len()
-    );
+    public.verify(message, &signature).map_err(|e| anyhow!("signature check failed: {e}"))?;
+    println!("    signed {} bytes as {member}: signature verifies with the certificate", message.len());
     let mut forged = message.to_vec();
     *forged.last_mut().expect("non-empty") ^= 1;
     if public.verify(&forged, &signature).is_ok() {
@@ -111,22 +93,13 @@ async fn demo(dir: &Path) -> Result<()> {
     }
     println!("    the same signature over an altered message: refused");
 
-    step(
-        4,
-        "Mutual TLS between the two registered nodes, pinned by fingerprint",
-    );
-    let registered = [
-        (consumer.clone(), fp(&consumer_tls)),
-        (provider.clone(), fp(&provider_tls)),
-    ];
+    step(4, "Mutual TLS between the two registered nodes, pinned by fingerprint");
+    let registered = [(consumer.clone(), fp(&consumer_tls)), (provider.clone(), fp(&provider_tls))];
     let policy = Arc::new(TrustPolicy::new([ca.certificate()], registered)?);
     let ok = exchange(&provider_tls, &consumer_tls, &policy, &provider).await?;
     println!("    {ok}");
 
-    step(
-        5,
-        "A node with a valid certificate from the same CA, but not the registered one",
-    );
+    step(5, "A node with a valid certificate from the same CA, but not the registered one");
     let rogue = node_identity(&ca, &consumer, KeyAlgorithm::Ed25519, dir, "rogue")?;
     match exchange(&provider_tls, &rogue, &policy, &provider).await {
         Ok(_) => bail!("the provider accepted an unregistered certificate"),
@@ -149,15 +122,9 @@ fn node_identity(
     let key = PrivateKey::generate(alg)?;
     let csr = Csr::for_node(&key, node)?;
     let cert = ca.issue_node(&csr, node, Validity::days(365), SystemTime::now())?;
-    println!(
-        "    {name:<9} {node}  {alg:<11} sha256 {}",
-        cert.fingerprint()
-    );
+    println!("    {name:<9} {node}  {alg:<11} sha256 {}", cert.fingerprint());
     save(dir, &format!("{name}.crt.pem"), &cert)?;
-    Ok(TlsIdentity {
-        chain: vec![cert],
-        key: Arc::new(key),
-    })
+    Ok(TlsIdentity { chain: vec![cert], key: Arc::new(key) })
 }
 
 fn save(dir: &Path, name: &str, cert: &Certificate) -> Result<()> {
@@ -178,8 +145,7 @@ async fn exchange(
 ) -> Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(server, policy.clone())?));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(server, policy.clone())?));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls::client_config(
         client,
         policy.clone(),
@@ -200,28 +166,17 @@ async fn exchange(
         stream.write_all(b"ping").await?;
         let mut buf = [0u8; 4];
         stream.read_exact(&mut buf).await?;
-        let version = stream
-            .get_ref()
-            .1
-            .protocol_version()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default();
+        let version = stream.get_ref().1.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
         Ok::<_, std::io::Error>(version)
     };
     let limit = Duration::from_secs(10);
-    let called = tokio::time::timeout(limit, call)
-        .await
-        .context("client timed out")?;
-    let served = tokio::time::timeout(limit, serve)
-        .await
-        .context("server timed out")??;
+    let called = tokio::time::timeout(limit, call).await.context("client timed out")?;
+    let served = tokio::time::timeout(limit, serve).await.context("server timed out")??;
     if let Err(e) = served {
         return Err(anyhow!(describe(&e)));
     }
     let version = called.map_err(|e| anyhow!(describe(&e)))?;
-    Ok(format!(
-        "{expected} answered over {version}, client certificate verified by the provider"
-    ))
+    Ok(format!("{expected} answered over {version}, client certificate verified by the provider"))
 }
 
 fn describe(e: &std::io::Error) -> String {

@@ -40,16 +40,13 @@ impl Passphrase {
             }
             return Ok(Some(line.as_bytes().to_vec()));
         }
-        Ok(std::env::var_os(PASSPHRASE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.into_encoded_bytes()))
+        Ok(std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()).map(|v| v.into_encoded_bytes()))
     }
 }
 
 /// Reads a private key, encrypted or not.
 pub(crate) fn read_key(path: &Path, pass: &Passphrase) -> Result<PrivateKey> {
-    let pem =
-        fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let pem = fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
     let passphrase = pass.read()?;
     PrivateKey::from_pem(&pem, passphrase.as_deref()).map_err(|e| {
         let hint = match e {
@@ -63,11 +60,7 @@ pub(crate) fn read_key(path: &Path, pass: &Passphrase) -> Result<PrivateKey> {
 }
 
 /// Writes a new private key, encrypted unless `--no-passphrase`; never overwrites a file.
-pub(crate) fn write_key(
-    path: &Path,
-    key: &PrivateKey,
-    protection: &NewKeyProtection,
-) -> Result<()> {
+pub(crate) fn write_key(path: &Path, key: &PrivateKey, protection: &NewKeyProtection) -> Result<()> {
     let pem = if protection.no_passphrase {
         key.to_pem()
     } else {
@@ -82,8 +75,8 @@ pub(crate) fn write_key(
 }
 
 pub(crate) fn read_cert(path: &Path) -> Result<Certificate> {
-    let pem = fs::read_to_string(path)
-        .with_context(|| format!("reading certificate file {}", path.display()))?;
+    let pem =
+        fs::read_to_string(path).with_context(|| format!("reading certificate file {}", path.display()))?;
     Certificate::from_pem(&pem).with_context(|| format!("certificate file {}", path.display()))
 }
 
@@ -98,10 +91,7 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     }
     let mut file = options.open(path).with_context(|| {
         if path.exists() {
-            format!(
-                "{} already exists; refusing to overwrite it",
-                path.display()
-            )
+            format!("{} already exists; refusing to overwrite it", path.display())
         } else {
             format!("creating {}", path.display())
         }

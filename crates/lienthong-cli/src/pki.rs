@@ -6,9 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use lienthong_pki::{
-    CertInfo, CertificateAuthority, Csr, Identity, KeyAlgorithm, PrivateKey, Validity,
-};
+use lienthong_pki::{CertInfo, CertificateAuthority, Csr, Identity, KeyAlgorithm, PrivateKey, Validity};
 use lienthong_types::{InstanceId, MemberId, NodeId};
 use serde::Serialize;
 
@@ -159,17 +157,12 @@ fn ca_init(a: CaInitArgs) -> Result<()> {
         }
     }
     let key = PrivateKey::generate(a.key_type)?;
-    let ca =
-        CertificateAuthority::init(a.instance, &key, Validity::days(a.days), SystemTime::now())?;
+    let ca = CertificateAuthority::init(a.instance, &key, Validity::days(a.days), SystemTime::now())?;
     files::write_key(&key_path, &key, &a.protection)?;
     files::write_new(&cert_path, ca.certificate().to_pem().as_bytes(), false)?;
     println!("created CA for instance {}", ca.instance());
     print_info(&ca.certificate().info()?);
-    println!(
-        "certificate: {}\nprivate key: {}",
-        cert_path.display(),
-        key_path.display()
-    );
+    println!("certificate: {}\nprivate key: {}", cert_path.display(), key_path.display());
     Ok(())
 }
 
@@ -188,18 +181,14 @@ fn csr(a: CsrArgs) -> Result<()> {
         Identity::Ca(_) => unreachable!("Subject never yields a CA"),
     };
     files::write_new(&a.out, csr.to_pem().as_bytes(), false)?;
-    println!(
-        "wrote request for {} to {}",
-        csr.identity()?,
-        a.out.display()
-    );
+    println!("wrote request for {} to {}", csr.identity()?, a.out.display());
     Ok(())
 }
 
 fn issue(a: IssueArgs) -> Result<()> {
     let ca = load_ca(&a.ca_dir, &a.passphrase)?;
-    let pem = fs::read_to_string(&a.csr)
-        .with_context(|| format!("reading request file {}", a.csr.display()))?;
+    let pem =
+        fs::read_to_string(&a.csr).with_context(|| format!("reading request file {}", a.csr.display()))?;
     let csr = Csr::from_pem(&pem).with_context(|| format!("request file {}", a.csr.display()))?;
     let validity = Validity::days(a.days);
     let now = SystemTime::now();
@@ -223,10 +212,7 @@ pub(crate) fn load_ca(dir: &Path, pass: &Passphrase) -> Result<CertificateAuthor
 fn show(a: ShowArgs) -> Result<()> {
     let info = files::read_cert(&a.cert)?.info()?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&CertSummary::from(&info))?
-        );
+        println!("{}", serde_json::to_string_pretty(&CertSummary::from(&info))?);
     } else {
         print_info(&info);
     }
@@ -278,20 +264,13 @@ fn rfc3339(t: SystemTime) -> String {
 
 pub(crate) fn print_info(info: &CertInfo) {
     let s = CertSummary::from(info);
-    let state = if s.valid_now {
-        "valid now"
-    } else {
-        "NOT valid now"
-    };
+    let state = if s.valid_now { "valid now" } else { "NOT valid now" };
     println!("kind:         {}", s.kind);
     println!("id:           {}", s.id);
     println!("fingerprint:  {}", s.fingerprint_sha256);
     println!("serial:       {}", s.serial);
     println!("subject:      {}", s.subject);
     println!("issuer:       {}", s.issuer);
-    println!(
-        "valid:        {} .. {} ({state})",
-        s.not_before, s.not_after
-    );
+    println!("valid:        {} .. {} ({state})", s.not_before, s.not_after);
     println!("key:          {}", s.key_algorithm);
 }

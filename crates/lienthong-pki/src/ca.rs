@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use lienthong_types::{InstanceId, MemberId, NodeId};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use time::OffsetDateTime;
@@ -30,10 +30,7 @@ pub struct Validity {
 
 impl Validity {
     pub const fn days(days: u64) -> Self {
-        Self {
-            backdate: Duration::from_secs(300),
-            lifetime: Duration::from_secs(days * 86_400),
-        }
+        Self { backdate: Duration::from_secs(300), lifetime: Duration::from_secs(days * 86_400) }
     }
 }
 
@@ -47,9 +44,7 @@ fn to_offset(t: SystemTime) -> Result<OffsetDateTime, CertError> {
 
 fn random_serial() -> Result<SerialNumber, CertError> {
     let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| CertError::Builder("no randomness".into()))?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| CertError::Builder("no randomness".into()))?;
     bytes[0] &= 0x7f; // positive INTEGER
     Ok(SerialNumber::from_slice(&bytes))
 }
@@ -71,10 +66,7 @@ fn base_params(
         },
     );
     params.distinguished_name = dn;
-    let uri = identity
-        .to_uri()
-        .try_into()
-        .map_err(|e: rcgen::Error| CertError::Builder(e.to_string()))?;
+    let uri = identity.to_uri().try_into().map_err(|e: rcgen::Error| CertError::Builder(e.to_string()))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.not_before = to_offset(now.checked_sub(validity.backdate).unwrap_or(now))?;
     params.not_after = to_offset(now + validity.lifetime)?;
@@ -90,20 +82,12 @@ fn base_params(
             ];
         }
         Identity::Node(_) => {
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.extended_key_usages =
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         }
         Identity::Member(_) => {
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::ContentCommitment,
-            ];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
         }
     }
     Ok(params)
@@ -139,17 +123,12 @@ impl Csr {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, identity.to_uri());
         params.distinguished_name = dn;
-        let uri = identity
-            .to_uri()
-            .try_into()
-            .map_err(|e: rcgen::Error| CertError::Builder(e.to_string()))?;
+        let uri =
+            identity.to_uri().try_into().map_err(|e: rcgen::Error| CertError::Builder(e.to_string()))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
-        let csr = params
-            .serialize_request(&key.to_rcgen()?)
-            .map_err(|e| CertError::Builder(e.to_string()))?;
-        Ok(Self {
-            der: csr.der().to_vec(),
-        })
+        let csr =
+            params.serialize_request(&key.to_rcgen()?).map_err(|e| CertError::Builder(e.to_string()))?;
+        Ok(Self { der: csr.der().to_vec() })
     }
 
     pub fn from_der(der: Vec<u8>) -> Result<Self, CertError> {
@@ -162,10 +141,7 @@ impl Csr {
         let (label, der) = pkcs8::der::pem::decode_vec(pem.as_bytes())
             .map_err(|e| CertError::MalformedCsr(format!("not a PEM document: {e}")))?;
         if label != PEM_CSR {
-            return Err(CertError::WrongPemLabel {
-                expected: PEM_CSR,
-                found: label.to_owned(),
-            });
+            return Err(CertError::WrongPemLabel { expected: PEM_CSR, found: label.to_owned() });
         }
         Self::from_der(der)
     }
@@ -234,15 +210,9 @@ impl CertificateAuthority {
     ) -> Result<Self, CertError> {
         let params = base_params(&Identity::Ca(instance.clone()), validity, now)?;
         let rc_key = key.to_rcgen()?;
-        let der = params
-            .self_signed(&rc_key)
-            .map_err(|e| CertError::Builder(e.to_string()))?;
+        let der = params.self_signed(&rc_key).map_err(|e| CertError::Builder(e.to_string()))?;
         let cert = Certificate::from_der(der.der().to_vec())?;
-        Ok(Self {
-            cert,
-            instance,
-            issuer: Issuer::new(params, rc_key),
-        })
+        Ok(Self { cert, instance, issuer: Issuer::new(params, rc_key) })
     }
 
     /// Re-opens a CA from its certificate and key, checking they belong together.
@@ -259,11 +229,7 @@ impl CertificateAuthority {
         }
         let issuer = Issuer::from_ca_cert_der(cert.der(), key.to_rcgen()?)
             .map_err(|e| CertError::Builder(e.to_string()))?;
-        Ok(Self {
-            cert,
-            instance,
-            issuer,
-        })
+        Ok(Self { cert, instance, issuer })
     }
 
     pub fn certificate(&self) -> &Certificate {
@@ -277,12 +243,7 @@ impl CertificateAuthority {
     /// Issues the certificate a request asks for, if it is for this instance. Use
     /// [`CertificateAuthority::issue_node`] or [`CertificateAuthority::issue_member`] when the
     /// caller knows which role to expect.
-    pub fn issue(
-        &self,
-        csr: &Csr,
-        validity: Validity,
-        now: SystemTime,
-    ) -> Result<Certificate, CertError> {
+    pub fn issue(&self, csr: &Csr, validity: Validity, now: SystemTime) -> Result<Certificate, CertError> {
         let (params, identity) = csr.parse()?;
         if identity.instance() != &self.instance {
             return Err(CertError::WrongInstance {
@@ -324,10 +285,7 @@ impl CertificateAuthority {
     fn expect(&self, csr: &Csr, wanted: &Identity) -> Result<(), CertError> {
         let got = csr.identity()?;
         if std::mem::discriminant(&got) != std::mem::discriminant(wanted) {
-            return Err(CertError::WrongRole {
-                requested: got.role(),
-                expected: wanted.role(),
-            });
+            return Err(CertError::WrongRole { requested: got.role(), expected: wanted.role() });
         }
         if &got != wanted {
             return Err(CertError::IdentityMismatch {

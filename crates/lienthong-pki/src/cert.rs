@@ -119,8 +119,7 @@ impl Identity {
             if let Some(id) = uri.strip_prefix(URN_MEMBER) {
                 return Some(id.parse().map(Identity::Member));
             }
-            uri.strip_prefix(URN_CA)
-                .map(|id| id.parse().map(Identity::Ca))
+            uri.strip_prefix(URN_CA).map(|id| id.parse().map(Identity::Ca))
         };
         parse().map(|r| r.map_err(CertError::from))
     }
@@ -174,9 +173,7 @@ const PEM_CERT: &str = "CERTIFICATE";
 impl Certificate {
     /// Wraps DER bytes after checking they parse as a certificate with a Lienthong identity.
     pub fn from_der(der: Vec<u8>) -> Result<Self, CertError> {
-        let cert = Self {
-            der: CertificateDer::from(der),
-        };
+        let cert = Self { der: CertificateDer::from(der) };
         cert.info()?;
         Ok(cert)
     }
@@ -185,10 +182,7 @@ impl Certificate {
         let (label, der) = pkcs8::der::pem::decode_vec(pem.as_bytes())
             .map_err(|e| CertError::Malformed(format!("not a PEM document: {e}")))?;
         if label != PEM_CERT {
-            return Err(CertError::WrongPemLabel {
-                expected: PEM_CERT,
-                found: label.to_owned(),
-            });
+            return Err(CertError::WrongPemLabel { expected: PEM_CERT, found: label.to_owned() });
         }
         Self::from_der(der)
     }
@@ -212,12 +206,10 @@ impl Certificate {
 
     /// Parses the certificate and reads its identity, validity and key.
     pub fn info(&self) -> Result<CertInfo, CertError> {
-        let (rest, x509) = X509Certificate::from_der(&self.der)
-            .map_err(|e| CertError::Malformed(e.to_string()))?;
+        let (rest, x509) =
+            X509Certificate::from_der(&self.der).map_err(|e| CertError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(CertError::Malformed(
-                "trailing bytes after the certificate".into(),
-            ));
+            return Err(CertError::Malformed("trailing bytes after the certificate".into()));
         }
         let mut identity = None;
         let mut is_ca = false;
@@ -241,14 +233,9 @@ impl Certificate {
         }
         let identity = identity.ok_or(CertError::NoIdentity)?;
         let spki = x509.public_key();
-        let param = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .map(|o| o.to_id_string());
-        let alg =
-            KeyAlgorithm::from_oids(&spki.algorithm.algorithm.to_id_string(), param.as_deref())?;
+        let param =
+            spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+        let alg = KeyAlgorithm::from_oids(&spki.algorithm.algorithm.to_id_string(), param.as_deref())?;
         let to_time = |t: x509_parser::time::ASN1Time| {
             let secs = t.timestamp();
             if secs >= 0 {

@@ -40,10 +40,7 @@ pub enum CertError {
     #[error("malformed certificate signing request: {0}")]
     MalformedCsr(String),
     #[error("expected a {expected} but found a PEM {found:?} block")]
-    WrongPemLabel {
-        expected: &'static str,
-        found: String,
-    },
+    WrongPemLabel { expected: &'static str, found: String },
     #[error("the certificate carries no Lienthong identity")]
     NoIdentity,
     #[error("the certificate carries more than one Lienthong identity")]
@@ -53,10 +50,7 @@ pub enum CertError {
     #[error("the request is for instance {requested}, this CA serves instance {ca}")]
     WrongInstance { requested: String, ca: String },
     #[error("the request asks for a {requested} certificate, a {expected} was expected")]
-    WrongRole {
-        requested: &'static str,
-        expected: &'static str,
-    },
+    WrongRole { requested: &'static str, expected: &'static str },
     #[error("the request names {requested}, but {expected} was expected")]
     IdentityMismatch { requested: String, expected: String },
     #[error("the private key does not belong to the CA certificate")]
@@ -88,15 +82,9 @@ pub enum PeerRejected {
     #[error("certificate {fingerprint} is not registered for any node")]
     NotRegistered { fingerprint: Fingerprint },
     #[error("certificate is registered for node {registered} but names node {presented}")]
-    IdentityMismatch {
-        registered: Box<NodeId>,
-        presented: Box<NodeId>,
-    },
+    IdentityMismatch { registered: Box<NodeId>, presented: Box<NodeId> },
     #[error("expected node {expected}, the peer is node {presented}")]
-    WrongNode {
-        expected: Box<NodeId>,
-        presented: Box<NodeId>,
-    },
+    WrongNode { expected: Box<NodeId>, presented: Box<NodeId> },
     #[error("certificate rejected: {0}")]
     Invalid(String),
 }

@@ -32,11 +32,7 @@ pub enum KeyAlgorithm {
 }
 
 impl KeyAlgorithm {
-    pub const ALL: [KeyAlgorithm; 3] = [
-        KeyAlgorithm::Ed25519,
-        KeyAlgorithm::EcdsaP256,
-        KeyAlgorithm::RsaPss,
-    ];
+    pub const ALL: [KeyAlgorithm; 3] = [KeyAlgorithm::Ed25519, KeyAlgorithm::EcdsaP256, KeyAlgorithm::RsaPss];
 
     /// The name used in files and on the command line.
     pub fn name(self) -> &'static str {
@@ -73,9 +69,7 @@ impl KeyAlgorithm {
                 "EC key on curve {}; only P-256 is supported",
                 curve.unwrap_or("(none)")
             ))),
-            (other, _) => Err(KeyError::UnsupportedAlgorithm(format!(
-                "algorithm OID {other}"
-            ))),
+            (other, _) => Err(KeyError::UnsupportedAlgorithm(format!("algorithm OID {other}"))),
         }
     }
 }
@@ -89,14 +83,9 @@ impl fmt::Display for KeyAlgorithm {
 impl FromStr for KeyAlgorithm {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        KeyAlgorithm::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                KeyError::UnsupportedAlgorithm(format!(
-                    "{s:?}; choose one of ed25519, ecdsa-p256, rsa-pss"
-                ))
-            })
+        KeyAlgorithm::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            KeyError::UnsupportedAlgorithm(format!("{s:?}; choose one of ed25519, ecdsa-p256, rsa-pss"))
+        })
     }
 }
 
@@ -115,9 +104,7 @@ pub struct PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PrivateKey")
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
+        f.debug_struct("PrivateKey").field("alg", &self.alg).finish_non_exhaustive()
     }
 }
 
@@ -132,10 +119,9 @@ impl PrivateKey {
     pub fn generate(alg: KeyAlgorithm) -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
         let der: Vec<u8> = match alg {
-            KeyAlgorithm::Ed25519 => sig::Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|_| KeyError::Generation)?
-                .as_ref()
-                .to_vec(),
+            KeyAlgorithm::Ed25519 => {
+                sig::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generation)?.as_ref().to_vec()
+            }
             KeyAlgorithm::EcdsaP256 => {
                 sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
                     .map_err(|_| KeyError::Generation)?
@@ -179,11 +165,7 @@ impl PrivateKey {
                 Signer::Rsa(kp)
             }
         };
-        Ok(Self {
-            alg,
-            pkcs8: Zeroizing::new(der.to_vec()),
-            signer,
-        })
+        Ok(Self { alg, pkcs8: Zeroizing::new(der.to_vec()), signer })
     }
 
     /// Reads a PEM key: `PRIVATE KEY` (plain) or `ENCRYPTED PRIVATE KEY` (needs the passphrase).
@@ -205,9 +187,7 @@ impl PrivateKey {
                     other => other,
                 })
             }
-            (other, _) => Err(KeyError::NotAKey {
-                found: other.to_owned(),
-            }),
+            (other, _) => Err(KeyError::NotAKey { found: other.to_owned() }),
         }
     }
 
@@ -233,14 +213,13 @@ impl PrivateKey {
             .map(|p| pbes2::Parameters::scrypt_aes256cbc(p, &salt, &iv))
             .map_err(|_| KeyError::Generation)?
             .map_err(|_| KeyError::Generation)?;
-        let info = pkcs8::PrivateKeyInfo::from_der(&self.pkcs8)
-            .map_err(|e| KeyError::Malformed(e.to_string()))?;
+        let info =
+            pkcs8::PrivateKeyInfo::from_der(&self.pkcs8).map_err(|e| KeyError::Malformed(e.to_string()))?;
         let doc = info
             .encrypt_with_params(params, passphrase)
             .map_err(|e| KeyError::Malformed(format!("encryption failed: {e}")))?;
-        let pem = doc
-            .to_pem(PEM_ENCRYPTED, LineEnding::LF)
-            .map_err(|e| KeyError::Malformed(e.to_string()))?;
+        let pem =
+            doc.to_pem(PEM_ENCRYPTED, LineEnding::LF).map_err(|e| KeyError::Malformed(e.to_string()))?;
         Ok(Zeroizing::new(pem.to_string()))
     }
 
@@ -266,11 +245,9 @@ impl PrivateKey {
         let rng = SystemRandom::new();
         match &self.signer {
             Signer::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
-            Signer::Ecdsa(k) => Ok(k
-                .sign(&rng, msg)
-                .map_err(|_| SignatureError::SigningFailed)?
-                .as_ref()
-                .to_vec()),
+            Signer::Ecdsa(k) => {
+                Ok(k.sign(&rng, msg).map_err(|_| SignatureError::SigningFailed)?.as_ref().to_vec())
+            }
             Signer::Rsa(k) => {
                 let mut out = vec![0u8; k.public_modulus_len()];
                 k.sign(&sig::RSA_PSS_SHA256, &rng, msg, &mut out)
@@ -283,9 +260,8 @@ impl PrivateKey {
     /// The same key in rcgen's form, for issuing certificates and CSRs.
     pub(crate) fn to_rcgen(&self) -> Result<rcgen::KeyPair, KeyError> {
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(self.pkcs8.as_slice());
-        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, self.alg.rcgen_alg()).map_err(|e| {
-            KeyError::Malformed(format!("key rejected by the certificate builder: {e}"))
-        })
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, self.alg.rcgen_alg())
+            .map_err(|e| KeyError::Malformed(format!("key rejected by the certificate builder: {e}")))
     }
 }
 

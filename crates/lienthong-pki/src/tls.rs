@@ -17,8 +17,8 @@ use rustls::pki_types::TrustAnchor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
-    ServerConfig, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, ServerConfig,
+    SignatureScheme,
 };
 use webpki::{EndEntityCert, KeyUsage};
 
@@ -32,8 +32,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 }
 
 /// TLS 1.3 preferred, TLS 1.2 allowed for compliance (Circular 39/2017 requires 1.2 or later).
-static VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
+static VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// A peer that passed [`TrustPolicy::verify_peer`]. Only this module can make one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,10 +86,7 @@ impl TrustPolicy {
         registered: impl IntoIterator<Item = (NodeId, Fingerprint)>,
     ) -> Result<Self, CertError> {
         let approved_cas: Vec<&Certificate> = approved_cas.into_iter().collect();
-        let ca_key_ids = approved_cas
-            .iter()
-            .filter_map(|ca| ca.key_ids().0)
-            .collect();
+        let ca_key_ids = approved_cas.iter().filter_map(|ca| ca.key_ids().0).collect();
         let anchors = approved_cas
             .iter()
             .map(|ca| {
@@ -99,10 +95,7 @@ impl TrustPolicy {
                     .map_err(|e| CertError::Malformed(format!("CA certificate: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let registered = registered
-            .into_iter()
-            .map(|(node, fp)| (fp, node))
-            .collect();
+        let registered = registered.into_iter().map(|(node, fp)| (fp, node)).collect();
         Ok(Self {
             anchors,
             ca_key_ids,
@@ -122,45 +115,30 @@ impl TrustPolicy {
         expected: Option<&NodeId>,
         now: SystemTime,
     ) -> Result<PeerIdentity, PeerRejected> {
-        let now = UnixTime::since_unix_epoch(
-            now.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default(),
-        );
-        let ee = EndEntityCert::try_from(end_entity)
-            .map_err(|e| PeerRejected::Invalid(e.to_string()))?;
+        let now = UnixTime::since_unix_epoch(now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default());
+        let ee = EndEntityCert::try_from(end_entity).map_err(|e| PeerRejected::Invalid(e.to_string()))?;
         let usage = match role {
             PeerRole::Server => KeyUsage::server_auth(),
             PeerRole::Client => KeyUsage::client_auth(),
         };
-        let cert = Certificate::from_der(end_entity.to_vec())
-            .map_err(|_| PeerRejected::NotNodeCertificate);
-        ee.verify_for_usage(
-            self.algorithms.all,
-            &self.anchors,
-            intermediates,
-            now,
-            usage,
-            None,
-            None,
-        )
-        .map_err(|e| match map_webpki(e) {
-            PeerRejected::BadSignature
-                if intermediates.is_empty() && !self.issued_by_approved_ca(cert.as_ref().ok()) =>
-            {
-                PeerRejected::UnknownCa
-            }
-            other => other,
-        })?;
+        let cert = Certificate::from_der(end_entity.to_vec()).map_err(|_| PeerRejected::NotNodeCertificate);
+        ee.verify_for_usage(self.algorithms.all, &self.anchors, intermediates, now, usage, None, None)
+            .map_err(|e| match map_webpki(e) {
+                PeerRejected::BadSignature
+                    if intermediates.is_empty() && !self.issued_by_approved_ca(cert.as_ref().ok()) =>
+                {
+                    PeerRejected::UnknownCa
+                }
+                other => other,
+            })?;
         let cert = cert?;
         let presented = match cert.identity() {
             Ok(Identity::Node(node)) => node,
             _ => return Err(PeerRejected::NotNodeCertificate),
         };
         let fingerprint = cert.fingerprint();
-        let registered = self
-            .registered
-            .get(&fingerprint)
-            .ok_or(PeerRejected::NotRegistered { fingerprint })?;
+        let registered =
+            self.registered.get(&fingerprint).ok_or(PeerRejected::NotRegistered { fingerprint })?;
         if registered != &presented {
             return Err(PeerRejected::IdentityMismatch {
                 registered: Box::new(registered.clone()),
@@ -175,10 +153,7 @@ impl TrustPolicy {
                 presented: Box::new(presented),
             });
         }
-        Ok(PeerIdentity {
-            node: presented,
-            fingerprint,
-        })
+        Ok(PeerIdentity { node: presented, fingerprint })
     }
 }
 
@@ -213,9 +188,7 @@ fn to_rustls(e: PeerRejected) -> rustls::Error {
 /// Finds the [`PeerRejected`] inside a rustls error, if a Lienthong verifier raised it.
 pub fn peer_rejection(e: &rustls::Error) -> Option<&PeerRejected> {
     match e {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-            inner.downcast_ref()
-        }
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => inner.downcast_ref(),
         _ => None,
     }
 }
@@ -233,6 +206,33 @@ impl TlsIdentity {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.pkcs8_der().to_vec()));
         (chain, key)
     }
+}
+
+/// The handshake-signature checks are the same for both verifiers: the provider's algorithms.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.policy.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.policy.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.policy.algorithms.supported_schemes()
+        }
+    };
 }
 
 #[derive(Debug)]
@@ -263,27 +263,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
             .map_err(to_rustls)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.policy.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.policy.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.policy.algorithms.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 #[derive(Debug)]
@@ -307,38 +287,12 @@ impl ClientCertVerifier for PinnedClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.policy
-            .verify_peer(
-                end_entity,
-                intermediates,
-                PeerRole::Client,
-                None,
-                unix_to_system(now),
-            )
+            .verify_peer(end_entity, intermediates, PeerRole::Client, None, unix_to_system(now))
             .map(|_| ClientCertVerified::assertion())
             .map_err(to_rustls)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.policy.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.policy.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.policy.algorithms.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 fn unix_to_system(t: UnixTime) -> SystemTime {
@@ -346,10 +300,7 @@ fn unix_to_system(t: UnixTime) -> SystemTime {
 }
 
 /// The provider side: requires a client certificate from a registered node.
-pub fn server_config(
-    own: &TlsIdentity,
-    policy: Arc<TrustPolicy>,
-) -> Result<ServerConfig, rustls::Error> {
+pub fn server_config(own: &TlsIdentity, policy: Arc<TrustPolicy>) -> Result<ServerConfig, rustls::Error> {
     let (chain, key) = own.parts();
     ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(VERSIONS)?

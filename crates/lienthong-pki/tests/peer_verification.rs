@@ -33,23 +33,11 @@ impl Pki {
         Self { ca }
     }
 
-    fn node_at(
-        &self,
-        id: &NodeId,
-        alg: KeyAlgorithm,
-        issued: SystemTime,
-        days: u64,
-    ) -> TlsIdentity {
+    fn node_at(&self, id: &NodeId, alg: KeyAlgorithm, issued: SystemTime, days: u64) -> TlsIdentity {
         let key = PrivateKey::generate(alg).unwrap();
         let csr = Csr::for_node(&key, id).unwrap();
-        let cert = self
-            .ca
-            .issue_node(&csr, id, Validity::days(days), issued)
-            .unwrap();
-        TlsIdentity {
-            chain: vec![cert],
-            key: Arc::new(key),
-        }
+        let cert = self.ca.issue_node(&csr, id, Validity::days(days), issued).unwrap();
+        TlsIdentity { chain: vec![cert], key: Arc::new(key) }
     }
 
     fn node(&self, id: &NodeId) -> TlsIdentity {
@@ -67,13 +55,7 @@ fn check(
     expected: Option<&NodeId>,
 ) -> Result<NodeId, PeerRejected> {
     policy
-        .verify_peer(
-            peer.chain[0].der(),
-            &[],
-            PeerRole::Server,
-            expected,
-            SystemTime::now(),
-        )
+        .verify_peer(peer.chain[0].der(), &[], PeerRole::Server, expected, SystemTime::now())
         .map(|p| p.node().clone())
 }
 
@@ -84,11 +66,9 @@ fn each_rejection_has_its_own_reason() {
     let b = node("VN/GOV/000.00.00.G12/ss1");
     let peer_a = pki.node(&a);
     let peer_b = pki.node(&b);
-    let policy = TrustPolicy::new(
-        [pki.ca.certificate()],
-        [(a.clone(), fp(&peer_a)), (b.clone(), fp(&peer_b))],
-    )
-    .unwrap();
+    let policy =
+        TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&peer_a)), (b.clone(), fp(&peer_b))])
+            .unwrap();
 
     // Good chain, registered fingerprint, expected node: accepted, for every key type.
     assert_eq!(check(&policy, &peer_a, Some(&a)), Ok(a.clone()));
@@ -101,59 +81,34 @@ fn each_rejection_has_its_own_reason() {
     // A certificate from a CA that is not approved, even with a registered fingerprint.
     let rogue = Pki::new("VN").node(&a);
     let policy_rogue = TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&rogue))]).unwrap();
-    assert_eq!(
-        check(&policy_rogue, &rogue, Some(&a)),
-        Err(PeerRejected::UnknownCa)
-    );
+    assert_eq!(check(&policy_rogue, &rogue, Some(&a)), Err(PeerRejected::UnknownCa));
 
     // The right CA, but not the certificate registered for that node (e.g. a re-issued key).
     let unregistered = pki.node(&a);
     assert_eq!(
         check(&policy, &unregistered, Some(&a)),
-        Err(PeerRejected::NotRegistered {
-            fingerprint: fp(&unregistered)
-        })
+        Err(PeerRejected::NotRegistered { fingerprint: fp(&unregistered) })
     );
 
     // Expired.
-    let old = pki.node_at(
-        &a,
-        KeyAlgorithm::Ed25519,
-        SystemTime::now() - Duration::from_secs(90 * 86_400),
-        30,
-    );
+    let old =
+        pki.node_at(&a, KeyAlgorithm::Ed25519, SystemTime::now() - Duration::from_secs(90 * 86_400), 30);
     let policy_old = TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&old))]).unwrap();
-    assert_eq!(
-        check(&policy_old, &old, Some(&a)),
-        Err(PeerRejected::Expired)
-    );
+    assert_eq!(check(&policy_old, &old, Some(&a)), Err(PeerRejected::Expired));
 
     // Not valid yet.
-    let future = pki.node_at(
-        &a,
-        KeyAlgorithm::Ed25519,
-        SystemTime::now() + Duration::from_secs(86_400),
-        30,
-    );
-    let policy_future =
-        TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&future))]).unwrap();
-    assert_eq!(
-        check(&policy_future, &future, Some(&a)),
-        Err(PeerRejected::NotYetValid)
-    );
+    let future = pki.node_at(&a, KeyAlgorithm::Ed25519, SystemTime::now() + Duration::from_secs(86_400), 30);
+    let policy_future = TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&future))]).unwrap();
+    assert_eq!(check(&policy_future, &future, Some(&a)), Err(PeerRejected::NotYetValid));
 
     // A registered node, but not the one we meant to reach.
     assert_eq!(
         check(&policy, &peer_b, Some(&a)),
-        Err(PeerRejected::WrongNode {
-            expected: Box::new(a.clone()),
-            presented: Box::new(b.clone())
-        })
+        Err(PeerRejected::WrongNode { expected: Box::new(a.clone()), presented: Box::new(b.clone()) })
     );
 
     // A fingerprint registered for one node on a certificate that names another.
-    let policy_swapped =
-        TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&peer_b))]).unwrap();
+    let policy_swapped = TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&peer_b))]).unwrap();
     assert_eq!(
         check(&policy_swapped, &peer_b, None),
         Err(PeerRejected::IdentityMismatch {
@@ -166,19 +121,9 @@ fn each_rejection_has_its_own_reason() {
     let mut der = peer_a.chain[0].der().to_vec();
     *der.last_mut().unwrap() ^= 0x01; // the last byte is inside the signature
     let tampered = Certificate::from_der(der).unwrap();
-    let policy_t = TrustPolicy::new(
-        [pki.ca.certificate()],
-        [(a.clone(), tampered.fingerprint())],
-    )
-    .unwrap();
+    let policy_t = TrustPolicy::new([pki.ca.certificate()], [(a.clone(), tampered.fingerprint())]).unwrap();
     assert_eq!(
-        policy_t.verify_peer(
-            tampered.der(),
-            &[],
-            PeerRole::Server,
-            Some(&a),
-            SystemTime::now()
-        ),
+        policy_t.verify_peer(tampered.der(), &[], PeerRole::Server, Some(&a), SystemTime::now()),
         Err(PeerRejected::BadSignature)
     );
 
@@ -187,21 +132,10 @@ fn each_rejection_has_its_own_reason() {
     let mkey = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     let mcert = pki
         .ca
-        .issue_member(
-            &Csr::for_member(&mkey, &m).unwrap(),
-            &m,
-            Validity::days(1),
-            SystemTime::now(),
-        )
+        .issue_member(&Csr::for_member(&mkey, &m).unwrap(), &m, Validity::days(1), SystemTime::now())
         .unwrap();
     let r = policy.verify_peer(mcert.der(), &[], PeerRole::Client, None, SystemTime::now());
-    assert!(
-        matches!(
-            r,
-            Err(PeerRejected::Invalid(_)) | Err(PeerRejected::NotNodeCertificate)
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(PeerRejected::Invalid(_)) | Err(PeerRejected::NotNodeCertificate)), "{r:?}");
 }
 
 /// Runs one handshake on loopback; returns what each side saw.
@@ -230,10 +164,7 @@ async fn handshake(
     });
     let client = async {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut tls = connector
-            .connect(tls::peer_server_name(), tcp)
-            .await
-            .map_err(to_rustls)?;
+        let mut tls = connector.connect(tls::peer_server_name(), tcp).await.map_err(to_rustls)?;
         tls.write_all(b"ping").await.map_err(to_rustls)?;
         let mut buf = [0u8; 4];
         tls.read_exact(&mut buf).await.map_err(to_rustls)?;
@@ -241,13 +172,8 @@ async fn handshake(
         Ok::<_, rustls::Error>(())
     };
     let limit = Duration::from_secs(10);
-    let client = tokio::time::timeout(limit, client)
-        .await
-        .expect("client timed out");
-    let server = tokio::time::timeout(limit, server)
-        .await
-        .expect("server timed out")
-        .unwrap();
+    let client = tokio::time::timeout(limit, client).await.expect("client timed out");
+    let server = tokio::time::timeout(limit, server).await.expect("server timed out").unwrap();
     (client, server)
 }
 
@@ -263,11 +189,8 @@ async fn mutual_tls_between_registered_nodes() {
     let c = pki.node_at(&consumer, KeyAlgorithm::EcdsaP256, SystemTime::now(), 30);
     let p = pki.node_at(&provider, KeyAlgorithm::RsaPss, SystemTime::now(), 30);
     let policy = Arc::new(
-        TrustPolicy::new(
-            [pki.ca.certificate()],
-            [(consumer.clone(), fp(&c)), (provider.clone(), fp(&p))],
-        )
-        .unwrap(),
+        TrustPolicy::new([pki.ca.certificate()], [(consumer.clone(), fp(&c)), (provider.clone(), fp(&p))])
+            .unwrap(),
     );
 
     // Both registered, client expects the provider: the exchange goes through.
@@ -299,27 +222,16 @@ async fn mutual_tls_between_registered_nodes() {
         tls::client_config(&stranger, policy.clone(), provider.clone()).unwrap(),
     )
     .await;
-    assert_eq!(
-        reason(&server),
-        Some(PeerRejected::NotRegistered {
-            fingerprint: fp(&stranger)
-        })
-    );
+    assert_eq!(reason(&server), Some(PeerRejected::NotRegistered { fingerprint: fp(&stranger) }));
 
     // A new configuration that no longer lists the provider: new connections fail.
-    let revoked =
-        Arc::new(TrustPolicy::new([pki.ca.certificate()], [(consumer.clone(), fp(&c))]).unwrap());
+    let revoked = Arc::new(TrustPolicy::new([pki.ca.certificate()], [(consumer.clone(), fp(&c))]).unwrap());
     let (client, _) = handshake(
         tls::server_config(&p, policy.clone()).unwrap(),
         tls::client_config(&c, revoked, provider.clone()).unwrap(),
     )
     .await;
-    assert_eq!(
-        reason(&client),
-        Some(PeerRejected::NotRegistered {
-            fingerprint: fp(&p)
-        })
-    );
+    assert_eq!(reason(&client), Some(PeerRejected::NotRegistered { fingerprint: fp(&p) }));
 }
 
 /// Accepts any server certificate: stands in for an older TLS 1.2-only peer stack, so the test
@@ -355,9 +267,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        tls::crypto_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        tls::crypto_provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -369,11 +279,7 @@ async fn tls12_peers_are_accepted_and_still_verified() {
     let ia = pki.node_at(&a, KeyAlgorithm::EcdsaP256, SystemTime::now(), 30);
     let ib = pki.node_at(&b, KeyAlgorithm::EcdsaP256, SystemTime::now(), 30);
     let policy = Arc::new(
-        TrustPolicy::new(
-            [pki.ca.certificate()],
-            [(a.clone(), fp(&ia)), (b.clone(), fp(&ib))],
-        )
-        .unwrap(),
+        TrustPolicy::new([pki.ca.certificate()], [(a.clone(), fp(&ia)), (b.clone(), fp(&ib))]).unwrap(),
     );
     let tls12_client = |id: &TlsIdentity| {
         rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
@@ -383,29 +289,15 @@ async fn tls12_peers_are_accepted_and_still_verified() {
             .with_custom_certificate_verifier(Arc::new(AnyServer))
             .with_client_auth_cert(
                 vec![id.chain[0].der().clone()],
-                rustls::pki_types::PrivateKeyDer::from_pem_slice(id.key.to_pem().as_bytes())
-                    .unwrap(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(id.key.to_pem().as_bytes()).unwrap(),
             )
             .unwrap()
     };
-    let (c, s) = handshake(
-        tls::server_config(&ib, policy.clone()).unwrap(),
-        tls12_client(&ia),
-    )
-    .await;
+    let (c, s) = handshake(tls::server_config(&ib, policy.clone()).unwrap(), tls12_client(&ia)).await;
     assert_eq!((c, s), (Ok(()), Ok(())));
 
     // Over TLS 1.2 too, an unregistered client is refused by the provider.
     let stranger = pki.node_at(&a, KeyAlgorithm::EcdsaP256, SystemTime::now(), 30);
-    let (_, s) = handshake(
-        tls::server_config(&ib, policy).unwrap(),
-        tls12_client(&stranger),
-    )
-    .await;
-    assert_eq!(
-        reason(&s),
-        Some(PeerRejected::NotRegistered {
-            fingerprint: fp(&stranger)
-        })
-    );
+    let (_, s) = handshake(tls::server_config(&ib, policy).unwrap(), tls12_client(&stranger)).await;
+    assert_eq!(reason(&s), Some(PeerRejected::NotRegistered { fingerprint: fp(&stranger) }));
 }

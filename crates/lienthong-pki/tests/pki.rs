@@ -40,18 +40,10 @@ fn every_algorithm_signs_and_verifies_detached() {
         );
         let mut bad = sig.clone();
         bad[sig.len() / 2] ^= 0x40;
-        assert_eq!(
-            public.verify(msg, &bad),
-            Err(SignatureError::Invalid),
-            "{alg}"
-        );
+        assert_eq!(public.verify(msg, &bad), Err(SignatureError::Invalid), "{alg}");
         // A signature by another key of the same type does not verify either.
         let other = PrivateKey::generate(alg).unwrap().sign(msg).unwrap();
-        assert_eq!(
-            public.verify(msg, &other),
-            Err(SignatureError::Invalid),
-            "{alg}"
-        );
+        assert_eq!(public.verify(msg, &other), Err(SignatureError::Invalid), "{alg}");
     }
 }
 
@@ -61,10 +53,7 @@ fn algorithm_names_parse_and_unknown_names_are_explained() {
         assert_eq!(alg.name().parse::<KeyAlgorithm>().unwrap(), alg);
     }
     let e = "dsa".parse::<KeyAlgorithm>().unwrap_err();
-    assert!(
-        e.to_string().contains("ed25519, ecdsa-p256, rsa-pss"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("ed25519, ecdsa-p256, rsa-pss"), "{e}");
 }
 
 #[test]
@@ -78,33 +67,21 @@ fn keys_round_trip_through_plain_and_encrypted_pem() {
         assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
         let back = PrivateKey::from_pem(&pem, Some(b"correct horse")).unwrap();
         assert_eq!(back.public_key(), key.public_key());
-        assert!(matches!(
-            PrivateKey::from_pem(&pem, Some(b"wrong horse")),
-            Err(KeyError::WrongPassphrase)
-        ));
-        assert!(matches!(
-            PrivateKey::from_pem(&pem, None),
-            Err(KeyError::PassphraseRequired)
-        ));
+        assert!(matches!(PrivateKey::from_pem(&pem, Some(b"wrong horse")), Err(KeyError::WrongPassphrase)));
+        assert!(matches!(PrivateKey::from_pem(&pem, None), Err(KeyError::PassphraseRequired)));
     }
 }
 
 #[test]
 fn key_loading_errors_are_distinct() {
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    assert!(matches!(
-        key.to_encrypted_pem(b""),
-        Err(KeyError::EmptyPassphrase)
-    ));
+    assert!(matches!(key.to_encrypted_pem(b""), Err(KeyError::EmptyPassphrase)));
     let cert_pem = ca("VN").certificate().to_pem();
     match PrivateKey::from_pem(&cert_pem, None) {
         Err(KeyError::NotAKey { found }) => assert_eq!(found, "CERTIFICATE"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        PrivateKey::from_pem("not pem at all", None),
-        Err(KeyError::Malformed(_))
-    ));
+    assert!(matches!(PrivateKey::from_pem("not pem at all", None), Err(KeyError::Malformed(_))));
     // The Debug form never shows key material.
     assert_eq!(format!("{key:?}"), "PrivateKey { alg: Ed25519, .. }");
 }
@@ -122,13 +99,8 @@ fn ca_issues_node_and_member_certificates_that_carry_the_id() {
         let csr = Csr::for_node(&key, &node_id).unwrap();
         let csr = Csr::from_pem(&csr.to_pem()).unwrap();
         assert_eq!(csr.identity().unwrap(), Identity::Node(node_id.clone()));
-        let cert = ca
-            .issue_node(&csr, &node_id, Validity::days(365), SystemTime::now())
-            .unwrap();
-        let info = Certificate::from_pem(&cert.to_pem())
-            .unwrap()
-            .info()
-            .unwrap();
+        let cert = ca.issue_node(&csr, &node_id, Validity::days(365), SystemTime::now()).unwrap();
+        let info = Certificate::from_pem(&cert.to_pem()).unwrap().info().unwrap();
         assert_eq!(info.identity, Identity::Node(node_id));
         assert_eq!(info.public_key, key.public_key());
         assert_eq!(info.fingerprint, Fingerprint::of(cert.der()));
@@ -141,19 +113,12 @@ fn ca_issues_node_and_member_certificates_that_carry_the_id() {
     let m = member("VN/GOV/000.00.00.G01");
     let key = PrivateKey::generate(KeyAlgorithm::RsaPss).unwrap();
     let cert = ca
-        .issue_member(
-            &Csr::for_member(&key, &m).unwrap(),
-            &m,
-            Validity::days(365),
-            SystemTime::now(),
-        )
+        .issue_member(&Csr::for_member(&key, &m).unwrap(), &m, Validity::days(365), SystemTime::now())
         .unwrap();
     let info = cert.info().unwrap();
     assert_eq!(info.identity, Identity::Member(m));
     // A detached signature by the member key verifies with the certificate's public key.
-    info.public_key
-        .verify(b"body", &key.sign(b"body").unwrap())
-        .unwrap();
+    info.public_key.verify(b"body", &key.sign(b"body").unwrap()).unwrap();
 }
 
 #[test]
@@ -161,13 +126,8 @@ fn identities_with_question_marks_survive_the_certificate() {
     let ca = ca("VN");
     let node_id = node("VN/GOV/odd?code/ss?1");
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    let cert = ca
-        .issue(
-            &Csr::for_node(&key, &node_id).unwrap(),
-            Validity::days(1),
-            SystemTime::now(),
-        )
-        .unwrap();
+    let cert =
+        ca.issue(&Csr::for_node(&key, &node_id).unwrap(), Validity::days(1), SystemTime::now()).unwrap();
     assert_eq!(cert.identity().unwrap(), Identity::Node(node_id));
 }
 
@@ -179,10 +139,7 @@ fn ca_refuses_requests_it_should_not_sign() {
     let v = Validity::days(1);
 
     let foreign = Csr::for_node(&key, &node("HN/GOV/000.00.00.H01/ss1")).unwrap();
-    assert!(matches!(
-        ca.issue(&foreign, v, now),
-        Err(CertError::WrongInstance { .. })
-    ));
+    assert!(matches!(ca.issue(&foreign, v, now), Err(CertError::WrongInstance { .. })));
 
     let member_csr = Csr::for_member(&key, &member("VN/GOV/G01")).unwrap();
     assert!(matches!(
@@ -200,10 +157,7 @@ fn ca_refuses_requests_it_should_not_sign() {
     let mut der = other_node.der().to_vec();
     let last = der.len() - 1;
     der[last] ^= 1;
-    assert!(matches!(
-        Csr::from_der(der),
-        Err(CertError::MalformedCsr(_))
-    ));
+    assert!(matches!(Csr::from_der(der), Err(CertError::MalformedCsr(_))));
 }
 
 #[test]
@@ -217,11 +171,9 @@ fn ca_reloads_only_with_its_own_key() {
     )
     .unwrap();
     let cert = ca.certificate().clone();
-    let reloaded = CertificateAuthority::load(
-        cert.clone(),
-        &PrivateKey::from_pem(&key.to_pem(), None).unwrap(),
-    )
-    .unwrap();
+    let reloaded =
+        CertificateAuthority::load(cert.clone(), &PrivateKey::from_pem(&key.to_pem(), None).unwrap())
+            .unwrap();
     let node_key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     let issued = reloaded
         .issue(
@@ -233,24 +185,14 @@ fn ca_reloads_only_with_its_own_key() {
     assert_eq!(issued.info().unwrap().issuer, cert.info().unwrap().subject);
 
     let stranger = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    assert!(matches!(
-        CertificateAuthority::load(cert, &stranger),
-        Err(CertError::KeyMismatch)
-    ));
-    assert!(matches!(
-        CertificateAuthority::load(issued, &node_key),
-        Err(CertError::NotCa)
-    ));
+    assert!(matches!(CertificateAuthority::load(cert, &stranger), Err(CertError::KeyMismatch)));
+    assert!(matches!(CertificateAuthority::load(issued, &node_key), Err(CertError::NotCa)));
 }
 
 #[test]
 fn fingerprints_parse_in_both_forms() {
     let fp = Fingerprint::of(b"x");
-    let colons =
-        fp.0.iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":");
+    let colons = fp.0.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
     assert_eq!(colons.parse::<Fingerprint>().unwrap(), fp);
     assert_eq!(fp.to_string().parse::<Fingerprint>().unwrap(), fp);
     assert!("abcd".parse::<Fingerprint>().is_err());
@@ -263,11 +205,8 @@ mod identity_round_trip {
     const CHARS: &str = "ABCZabcz0189'()+,-.=?";
 
     fn code(max: usize) -> impl Strategy<Value = String> {
-        proptest::collection::vec(
-            proptest::sample::select(CHARS.chars().collect::<Vec<_>>()),
-            1..=max,
-        )
-        .prop_map(|c| c.into_iter().collect())
+        proptest::collection::vec(proptest::sample::select(CHARS.chars().collect::<Vec<_>>()), 1..=max)
+            .prop_map(|c| c.into_iter().collect())
     }
 
     proptest! {

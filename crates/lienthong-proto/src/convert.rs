@@ -21,21 +21,12 @@ pub enum ProtoError {
     #[error("{field}: unknown value {value}")]
     UnknownEnum { field: &'static str, value: i32 },
     #[error("cannot decode {message}: {reason}")]
-    Decode {
-        message: &'static str,
-        reason: String,
-    },
+    Decode { message: &'static str, reason: String },
 }
 
 /// Decodes a message from untrusted bytes, naming it in the error.
-pub fn decode<M: prost::Message + Default>(
-    message: &'static str,
-    bytes: &[u8],
-) -> Result<M, ProtoError> {
-    M::decode(bytes).map_err(|e| ProtoError::Decode {
-        message,
-        reason: e.to_string(),
-    })
+pub fn decode<M: prost::Message + Default>(message: &'static str, bytes: &[u8]) -> Result<M, ProtoError> {
+    M::decode(bytes).map_err(|e| ProtoError::Decode { message, reason: e.to_string() })
 }
 
 /// A wire value that converts into a validated domain value. `field` names it in errors.
@@ -45,13 +36,8 @@ pub trait IntoDomain {
 }
 
 /// Converts a message field that must be present.
-pub fn required<T: IntoDomain>(
-    value: Option<T>,
-    field: &'static str,
-) -> Result<T::Domain, ProtoError> {
-    value
-        .ok_or(ProtoError::Missing { field })?
-        .into_domain(field)
+pub fn required<T: IntoDomain>(value: Option<T>, field: &'static str) -> Result<T::Domain, ProtoError> {
+    value.ok_or(ProtoError::Missing { field })?.into_domain(field)
 }
 
 /// Converts a message field that may be absent.
@@ -114,10 +100,7 @@ impl IntoDomain for pb::NodeId {
 impl IntoDomain for pb::GlobalGroupId {
     type Domain = GlobalGroupId;
     fn into_domain(self, field: &'static str) -> Result<GlobalGroupId, ProtoError> {
-        Ok(GlobalGroupId {
-            instance: code(&self.instance, field)?,
-            code: code(&self.group_code, field)?,
-        })
+        Ok(GlobalGroupId { instance: code(&self.instance, field)?, code: code(&self.group_code, field)? })
     }
 }
 
@@ -133,10 +116,7 @@ impl From<&MemberId> for pb::MemberId {
 
 impl From<&SubsystemId> for pb::SubsystemId {
     fn from(s: &SubsystemId) -> Self {
-        Self {
-            member: Some((&s.member).into()),
-            subsystem_code: s.code.to_string(),
-        }
+        Self { member: Some((&s.member).into()), subsystem_code: s.code.to_string() }
     }
 }
 
@@ -152,28 +132,19 @@ impl From<&ClientId> for pb::ClientId {
 
 impl From<&ServiceId> for pb::ServiceId {
     fn from(s: &ServiceId) -> Self {
-        Self {
-            subsystem: Some((&s.subsystem).into()),
-            service_code: s.code.to_string(),
-        }
+        Self { subsystem: Some((&s.subsystem).into()), service_code: s.code.to_string() }
     }
 }
 
 impl From<&NodeId> for pb::NodeId {
     fn from(n: &NodeId) -> Self {
-        Self {
-            owner: Some((&n.owner).into()),
-            server_code: n.code.to_string(),
-        }
+        Self { owner: Some((&n.owner).into()), server_code: n.code.to_string() }
     }
 }
 
 impl From<&GlobalGroupId> for pb::GlobalGroupId {
     fn from(g: &GlobalGroupId) -> Self {
-        Self {
-            instance: g.instance.to_string(),
-            group_code: g.code.to_string(),
-        }
+        Self { instance: g.instance.to_string(), group_code: g.code.to_string() }
     }
 }
 

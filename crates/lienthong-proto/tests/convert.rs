@@ -10,11 +10,8 @@ use prost::Message;
 const CHARS: &str = "ABCZabcz0189'()+,-.=?";
 
 fn code() -> impl Strategy<Value = String> {
-    proptest::collection::vec(
-        proptest::sample::select(CHARS.chars().collect::<Vec<_>>()),
-        1..12,
-    )
-    .prop_map(|c| c.into_iter().collect())
+    proptest::collection::vec(proptest::sample::select(CHARS.chars().collect::<Vec<_>>()), 1..12)
+        .prop_map(|c| c.into_iter().collect())
 }
 
 proptest! {
@@ -54,10 +51,7 @@ fn invalid_wire_ids_name_the_field_and_part() {
     };
     let err = bad.into_domain("client").unwrap_err();
     match &err {
-        ProtoError::Id {
-            field: "client",
-            source,
-        } => {
+        ProtoError::Id { field: "client", source } => {
             assert_eq!(source.part, IdPart::MemberCode);
             assert_eq!(source.kind, IdErrorKind::InvalidChar { ch: '/', at: 13 });
         }
@@ -70,52 +64,25 @@ fn invalid_wire_ids_name_the_field_and_part() {
         Err(ProtoError::Missing { field: "client" })
     );
     let no_member = pb::ServiceId {
-        subsystem: Some(pb::SubsystemId {
-            member: None,
-            subsystem_code: "s".into(),
-        }),
+        subsystem: Some(pb::SubsystemId { member: None, subsystem_code: "s".into() }),
         service_code: "x".into(),
     };
-    assert_eq!(
-        no_member.into_domain("service"),
-        Err(ProtoError::Missing { field: "service" })
-    );
-    assert_eq!(
-        required::<pb::NodeId>(None, "node"),
-        Err(ProtoError::Missing { field: "node" })
-    );
+    assert_eq!(no_member.into_domain("service"), Err(ProtoError::Missing { field: "service" }));
+    assert_eq!(required::<pb::NodeId>(None, "node"), Err(ProtoError::Missing { field: "node" }));
 }
 
 #[test]
 fn enums_reject_unspecified_and_unknown_values() {
-    assert_eq!(
-        known_enum::<gc::ServiceType>(1, "type"),
-        Ok(gc::ServiceType::Rest)
-    );
-    assert_eq!(
-        known_enum::<gc::ServiceType>(0, "type"),
-        Err(ProtoError::Missing { field: "type" })
-    );
+    assert_eq!(known_enum::<gc::ServiceType>(1, "type"), Ok(gc::ServiceType::Rest));
+    assert_eq!(known_enum::<gc::ServiceType>(0, "type"), Err(ProtoError::Missing { field: "type" }));
     assert_eq!(
         known_enum::<gc::ServiceType>(99, "type"),
-        Err(ProtoError::UnknownEnum {
-            field: "type",
-            value: 99
-        })
+        Err(ProtoError::UnknownEnum { field: "type", value: 99 })
     );
 }
 
 #[test]
 fn garbage_is_a_decode_error() {
     let err = decode::<gc::SignedGlobalConf>("SignedGlobalConf", &[0xff, 0xff, 0xff]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ProtoError::Decode {
-                message: "SignedGlobalConf",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ProtoError::Decode { message: "SignedGlobalConf", .. }), "{err:?}");
 }

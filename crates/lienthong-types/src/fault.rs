@@ -162,17 +162,10 @@ impl Fault {
     /// Finds a fault by code, ignoring case and underscores, so older X-Road CamelCase codes
     /// (`Server.ServerProxy.AccessDenied`) match too.
     pub fn from_code(code: &str) -> Option<Fault> {
-        let norm = |s: &str| -> String {
-            s.chars()
-                .filter(|&c| c != '_')
-                .flat_map(char::to_lowercase)
-                .collect()
-        };
+        let norm =
+            |s: &str| -> String { s.chars().filter(|&c| c != '_').flat_map(char::to_lowercase).collect() };
         let wanted = norm(code);
-        Fault::ALL
-            .iter()
-            .copied()
-            .find(|f| norm(&f.code()) == wanted)
+        Fault::ALL.iter().copied().find(|f| norm(&f.code()) == wanted)
     }
 }
 

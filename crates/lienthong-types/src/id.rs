@@ -116,13 +116,7 @@ fn validate(code: &str, part: IdPart, max: usize) -> Result<(), IdError> {
     }
     // All allowed characters are ASCII, so bytes == characters here.
     if code.len() > max {
-        return Err(IdError::new(
-            part,
-            IdErrorKind::TooLong {
-                len: code.len(),
-                max,
-            },
-        ));
+        return Err(IdError::new(part, IdErrorKind::TooLong { len: code.len(), max }));
     }
     Ok(())
 }
@@ -141,10 +135,7 @@ fn percent_decode(raw: &str, part: IdPart) -> Result<String, IdError> {
             match (hex(i + 1), hex(i + 2)) {
                 (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
                 _ => {
-                    return Err(IdError::new(
-                        part,
-                        IdErrorKind::BadPercentEncoding { at: i },
-                    ));
+                    return Err(IdError::new(part, IdErrorKind::BadPercentEncoding { at: i }));
                 }
             }
             i += 3;
@@ -171,19 +162,10 @@ fn parse_segment<T: Code>(raw: &str) -> Result<T, IdError> {
     T::new(&decoded)
 }
 
-fn split_exact<'a, const N: usize>(
-    s: &'a str,
-    expected: &'static str,
-) -> Result<[&'a str; N], IdError> {
+fn split_exact<'a, const N: usize>(s: &'a str, expected: &'static str) -> Result<[&'a str; N], IdError> {
     let parts: Vec<&str> = s.split('/').collect();
     <[&str; N]>::try_from(parts).map_err(|parts| {
-        IdError::new(
-            IdPart::Identifier,
-            IdErrorKind::SegmentCount {
-                expected,
-                found: parts.len(),
-            },
-        )
+        IdError::new(IdPart::Identifier, IdErrorKind::SegmentCount { expected, found: parts.len() })
     })
 }
 
@@ -353,42 +335,25 @@ pub enum ObjectType {
 
 impl MemberId {
     pub fn new(instance: InstanceId, class: MemberClass, code: MemberCode) -> Self {
-        Self {
-            instance,
-            class,
-            code,
-        }
+        Self { instance, class, code }
     }
 
     pub fn subsystem(&self, code: SubsystemCode) -> SubsystemId {
-        SubsystemId {
-            member: self.clone(),
-            code,
-        }
+        SubsystemId { member: self.clone(), code }
     }
 
     pub fn node(&self, code: ServerCode) -> NodeId {
-        NodeId {
-            owner: self.clone(),
-            code,
-        }
+        NodeId { owner: self.clone(), code }
     }
 
     fn from_segments(i: &str, c: &str, m: &str) -> Result<Self, IdError> {
-        Ok(Self {
-            instance: parse_segment(i)?,
-            class: parse_segment(c)?,
-            code: parse_segment(m)?,
-        })
+        Ok(Self { instance: parse_segment(i)?, class: parse_segment(c)?, code: parse_segment(m)? })
     }
 }
 
 impl SubsystemId {
     pub fn service(&self, code: ServiceCode) -> ServiceId {
-        ServiceId {
-            subsystem: self.clone(),
-            code,
-        }
+        ServiceId { subsystem: self.clone(), code }
     }
 }
 
@@ -495,14 +460,7 @@ macro_rules! debug_as_display {
         string_serde!($name);
     )*};
 }
-debug_as_display!(
-    MemberId,
-    SubsystemId,
-    ClientId,
-    ServiceId,
-    NodeId,
-    GlobalGroupId
-);
+debug_as_display!(MemberId, SubsystemId, ClientId, ServiceId, NodeId, GlobalGroupId);
 
 impl FromStr for MemberId {
     type Err = IdError;
@@ -516,10 +474,7 @@ impl FromStr for SubsystemId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
         let [i, c, m, sub] = split_exact(s, "4 (INSTANCE/CLASS/MEMBER/SUBSYSTEM)")?;
-        Ok(Self {
-            member: MemberId::from_segments(i, c, m)?,
-            code: parse_segment(sub)?,
-        })
+        Ok(Self { member: MemberId::from_segments(i, c, m)?, code: parse_segment(sub)? })
     }
 }
 
@@ -531,10 +486,7 @@ impl FromStr for ClientId {
             4 => s.parse().map(ClientId::Subsystem),
             found => Err(IdError::new(
                 IdPart::Identifier,
-                IdErrorKind::SegmentCount {
-                    expected: "3 or 4 (INSTANCE/CLASS/MEMBER[/SUBSYSTEM])",
-                    found,
-                },
+                IdErrorKind::SegmentCount { expected: "3 or 4 (INSTANCE/CLASS/MEMBER[/SUBSYSTEM])", found },
             )),
         }
     }
@@ -543,8 +495,7 @@ impl FromStr for ClientId {
 impl FromStr for ServiceId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let [i, c, m, sub, svc] =
-            split_exact(s, "5 (INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE)")?;
+        let [i, c, m, sub, svc] = split_exact(s, "5 (INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE)")?;
         Self::from_segments([i, c, m, sub, svc])
     }
 }
@@ -552,13 +503,7 @@ impl FromStr for ServiceId {
 impl ServiceId {
     fn from_segments([i, c, m, sub, svc]: [&str; 5]) -> Result<Self, IdError> {
         let member = MemberId::from_segments(i, c, m)?;
-        Ok(Self {
-            subsystem: SubsystemId {
-                member,
-                code: parse_segment(sub)?,
-            },
-            code: parse_segment(svc)?,
-        })
+        Ok(Self { subsystem: SubsystemId { member, code: parse_segment(sub)? }, code: parse_segment(svc)? })
     }
 }
 
@@ -566,10 +511,7 @@ impl FromStr for NodeId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
         let [i, c, m, srv] = split_exact(s, "4 (INSTANCE/CLASS/MEMBER/SERVERCODE)")?;
-        Ok(Self {
-            owner: MemberId::from_segments(i, c, m)?,
-            code: parse_segment(srv)?,
-        })
+        Ok(Self { owner: MemberId::from_segments(i, c, m)?, code: parse_segment(srv)? })
     }
 }
 
@@ -577,10 +519,7 @@ impl FromStr for GlobalGroupId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
         let [i, g] = split_exact(s, "2 (INSTANCE/GROUPCODE)")?;
-        Ok(Self {
-            instance: parse_segment(i)?,
-            code: parse_segment(g)?,
-        })
+        Ok(Self { instance: parse_segment(i)?, code: parse_segment(g)? })
     }
 }
 
@@ -633,17 +572,11 @@ impl R1Target {
         let mut segments = ids.splitn(6, '/');
         let mut ids = [""; 5];
         for (n, slot) in ids.iter_mut().enumerate() {
-            *slot = segments
-                .next()
-                .ok_or(R1PathError::TooFewSegments { found: n })?;
+            *slot = segments.next().ok_or(R1PathError::TooFewSegments { found: n })?;
         }
         let service = ServiceId::from_segments(ids)?;
         let rest = segments.next().map(|r| format!("/{r}")).unwrap_or_default();
-        Ok(Self {
-            service,
-            rest,
-            query,
-        })
+        Ok(Self { service, rest, query })
     }
 
     /// Prints the target back as a request path and query.

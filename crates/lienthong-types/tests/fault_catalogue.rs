@@ -10,13 +10,7 @@ const SNAPSHOT: &str = "tests/snapshots/fault-catalogue.txt";
 fn render() -> String {
     let mut out = String::from("# code | side | http status | meaning\n");
     for f in Fault::ALL {
-        out.push_str(&format!(
-            "{} | {} | {} | {}\n",
-            f.code(),
-            f.side(),
-            f.http_status(),
-            f.meaning()
-        ));
+        out.push_str(&format!("{} | {} | {} | {}\n", f.code(), f.side(), f.http_status(), f.meaning()));
     }
     out
 }
@@ -44,10 +38,7 @@ fn codes_are_unique_lower_case_and_prefixed_by_side() {
         assert!(seen.insert(code.clone()), "duplicate {code}");
         assert_eq!(code, code.to_lowercase());
         assert!(code.starts_with(f.side().prefix()));
-        assert_eq!(
-            f.http_status(),
-            if f.side() == Side::Client { 400 } else { 500 }
-        );
+        assert_eq!(f.http_status(), if f.side() == Side::Client { 400 } else { 500 });
         assert_eq!(Fault::from_code(&code), Some(*f));
     }
 }
@@ -75,23 +66,14 @@ fn codes_the_protocol_requires_exist() {
         "invalid_security_server",
     ];
     for name in required {
-        assert!(
-            Fault::ALL.iter().any(|f| f.name() == name),
-            "missing {name}"
-        );
+        assert!(Fault::ALL.iter().any(|f| f.name() == name), "missing {name}");
     }
 }
 
 #[test]
 fn legacy_camel_case_codes_are_recognised() {
-    assert_eq!(
-        Fault::from_code("Server.ServerProxy.AccessDenied"),
-        Some(Fault::AccessDenied)
-    );
-    assert_eq!(
-        Fault::from_code("Client.BadRequest"),
-        Some(Fault::BadRequest)
-    );
+    assert_eq!(Fault::from_code("Server.ServerProxy.AccessDenied"), Some(Fault::AccessDenied));
+    assert_eq!(Fault::from_code("Client.BadRequest"), Some(Fault::BadRequest));
     assert_eq!(
         Fault::from_code("Server.ClientProxy.SslAuthenticationFailed"),
         Some(Fault::ClientSslAuthenticationFailed)

@@ -6,11 +6,8 @@ use proptest::prelude::*;
 const ALLOWED: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'()+,-.=?";
 
 fn code(max: usize) -> impl Strategy<Value = String> {
-    proptest::collection::vec(
-        proptest::sample::select(ALLOWED.chars().collect::<Vec<_>>()),
-        1..=max,
-    )
-    .prop_map(|cs| cs.into_iter().collect())
+    proptest::collection::vec(proptest::sample::select(ALLOWED.chars().collect::<Vec<_>>()), 1..=max)
+        .prop_map(|cs| cs.into_iter().collect())
 }
 
 prop_compose! {
@@ -33,13 +30,7 @@ prop_compose! {
 fn encode_some(code: &str, mask: &[bool]) -> String {
     code.chars()
         .zip(mask.iter().cycle())
-        .map(|(c, &enc)| {
-            if enc {
-                format!("%{:02X}", c as u32)
-            } else {
-                c.to_string()
-            }
-        })
+        .map(|(c, &enc)| if enc { format!("%{:02X}", c as u32) } else { c.to_string() })
         .collect()
 }
 
@@ -112,22 +103,13 @@ fn err<T: std::str::FromStr<Err = IdError> + std::fmt::Debug>(s: &str) -> IdErro
 
 #[test]
 fn vietnamese_agency_codes_parse() {
-    for s in [
-        "VN/GOV/000.00.00.G22/dancu",
-        "VN/GOV/G09.20/thue",
-        "VN/COM/0101234567/erp",
-    ] {
+    for s in ["VN/GOV/000.00.00.G22/dancu", "VN/GOV/G09.20/thue", "VN/COM/0101234567/erp"] {
         let id: SubsystemId = s.parse().unwrap();
         assert_eq!(id.to_string(), s);
     }
-    let svc: ServiceId = "VN/GOV/000.00.00.G01/csdlqg/tra-cuu-cong-dan"
-        .parse()
-        .unwrap();
+    let svc: ServiceId = "VN/GOV/000.00.00.G01/csdlqg/tra-cuu-cong-dan".parse().unwrap();
     assert_eq!(svc.subsystem.member.code.as_str(), "000.00.00.G01");
-    assert_eq!(
-        svc.r1_path(),
-        "/r1/VN/GOV/000.00.00.G01/csdlqg/tra-cuu-cong-dan"
-    );
+    assert_eq!(svc.r1_path(), "/r1/VN/GOV/000.00.00.G01/csdlqg/tra-cuu-cong-dan");
 }
 
 #[test]
@@ -140,10 +122,7 @@ fn wrong_segment_counts_are_named() {
     assert!(matches!(e.kind, IdErrorKind::SegmentCount { found: 5, .. }));
     let e = err::<ServiceId>("VN/GOV/M/S");
     assert!(matches!(e.kind, IdErrorKind::SegmentCount { found: 4, .. }));
-    assert!(matches!(
-        err::<NodeId>("VN/GOV/M").kind,
-        IdErrorKind::SegmentCount { found: 3, .. }
-    ));
+    assert!(matches!(err::<NodeId>("VN/GOV/M").kind, IdErrorKind::SegmentCount { found: 3, .. }));
 }
 
 #[test]
@@ -151,36 +130,12 @@ fn each_part_is_named_when_rejected() {
     let cases: [(&str, IdPart, IdErrorKind); 8] = [
         ("/GOV/M/S/svc", IdPart::Instance, IdErrorKind::Empty),
         ("VN//M/S/svc", IdPart::MemberClass, IdErrorKind::Empty),
-        (
-            "VN/GOV/M /S/svc",
-            IdPart::MemberCode,
-            IdErrorKind::InvalidChar { ch: ' ', at: 1 },
-        ),
-        (
-            "VN/GOV/M/S%2Fx/svc",
-            IdPart::SubsystemCode,
-            IdErrorKind::InvalidChar { ch: '/', at: 1 },
-        ),
-        (
-            "VN/GOV/M/S/sv%zzc",
-            IdPart::ServiceCode,
-            IdErrorKind::BadPercentEncoding { at: 2 },
-        ),
-        (
-            "VN/GOV/M/S/svc%",
-            IdPart::ServiceCode,
-            IdErrorKind::BadPercentEncoding { at: 3 },
-        ),
-        (
-            "VN/GOV/M/%FF%FE/svc",
-            IdPart::SubsystemCode,
-            IdErrorKind::InvalidUtf8,
-        ),
-        (
-            "VN/GOV/M/S/a\u{7}b",
-            IdPart::ServiceCode,
-            IdErrorKind::InvalidChar { ch: '\u{7}', at: 1 },
-        ),
+        ("VN/GOV/M /S/svc", IdPart::MemberCode, IdErrorKind::InvalidChar { ch: ' ', at: 1 }),
+        ("VN/GOV/M/S%2Fx/svc", IdPart::SubsystemCode, IdErrorKind::InvalidChar { ch: '/', at: 1 }),
+        ("VN/GOV/M/S/sv%zzc", IdPart::ServiceCode, IdErrorKind::BadPercentEncoding { at: 2 }),
+        ("VN/GOV/M/S/svc%", IdPart::ServiceCode, IdErrorKind::BadPercentEncoding { at: 3 }),
+        ("VN/GOV/M/%FF%FE/svc", IdPart::SubsystemCode, IdErrorKind::InvalidUtf8),
+        ("VN/GOV/M/S/a\u{7}b", IdPart::ServiceCode, IdErrorKind::InvalidChar { ch: '\u{7}', at: 1 }),
     ];
     for (input, part, kind) in cases {
         let e = err::<ServiceId>(input);
@@ -194,11 +149,7 @@ fn over_long_codes_are_rejected() {
     let e = err::<MemberId>(&format!("VN/GOV/{long}"));
     assert_eq!(e.part, IdPart::MemberCode);
     assert_eq!(e.kind, IdErrorKind::TooLong { len: 65, max: 64 });
-    assert!(
-        e.to_string()
-            .starts_with("member code is 65 characters long"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("member code is 65 characters long"), "{e}");
     assert!("VN/GOV/".to_owned().parse::<MemberId>().is_err());
     let ok = "A".repeat(64);
     assert!(format!("VN/GOV/{ok}").parse::<MemberId>().is_ok());
@@ -221,8 +172,7 @@ fn question_mark_is_escaped_only_in_paths() {
 
 #[test]
 fn r1_paths() {
-    let t =
-        R1Target::parse("/r1/VN/GOV/000.00.00.G01/csdlqg/citizen/pets/1%2F2?x=1&y=%20").unwrap();
+    let t = R1Target::parse("/r1/VN/GOV/000.00.00.G01/csdlqg/citizen/pets/1%2F2?x=1&y=%20").unwrap();
     assert_eq!(t.service.to_string(), "VN/GOV/000.00.00.G01/csdlqg/citizen");
     assert_eq!(t.rest, "/pets/1%2F2");
     assert_eq!(t.query.as_deref(), Some("x=1&y=%20"));
@@ -230,31 +180,13 @@ fn r1_paths() {
     let t = R1Target::parse("/r1/VN/GOV/M/S/svc/").unwrap();
     assert_eq!(t.rest, "/");
 
-    assert_eq!(
-        R1Target::parse("/r2/VN/GOV/M/S/svc"),
-        Err(R1PathError::UnsupportedVersion("r2".into()))
-    );
+    assert_eq!(R1Target::parse("/r2/VN/GOV/M/S/svc"), Err(R1PathError::UnsupportedVersion("r2".into())));
     assert_eq!(R1Target::parse("/listClients"), Err(R1PathError::NotR1));
-    assert_eq!(
-        R1Target::parse("r1/VN/GOV/M/S/svc"),
-        Err(R1PathError::NotR1)
-    );
-    assert_eq!(
-        R1Target::parse("/r1/VN/GOV/M"),
-        Err(R1PathError::TooFewSegments { found: 3 })
-    );
-    assert_eq!(
-        R1Target::parse("/r1"),
-        Err(R1PathError::TooFewSegments { found: 1 })
-    );
+    assert_eq!(R1Target::parse("r1/VN/GOV/M/S/svc"), Err(R1PathError::NotR1));
+    assert_eq!(R1Target::parse("/r1/VN/GOV/M"), Err(R1PathError::TooFewSegments { found: 3 }));
+    assert_eq!(R1Target::parse("/r1"), Err(R1PathError::TooFewSegments { found: 1 }));
     let e = R1Target::parse("/r1/VN/GOV/M/S/").unwrap_err();
-    assert_eq!(
-        e,
-        R1PathError::Id(IdError {
-            part: IdPart::ServiceCode,
-            kind: IdErrorKind::Empty
-        })
-    );
+    assert_eq!(e, R1PathError::Id(IdError { part: IdPart::ServiceCode, kind: IdErrorKind::Empty }));
     assert_eq!(e.to_string(), "service service code is empty");
 }
 
