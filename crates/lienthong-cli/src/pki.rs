@@ -53,8 +53,8 @@ pub(crate) struct CaInitArgs {
     dir: PathBuf,
     #[arg(long = "type", default_value = "ed25519", value_name = "ALG")]
     key_type: KeyAlgorithm,
-    /// Validity of the CA certificate.
-    #[arg(long, default_value_t = 3650)]
+    /// Validity of the CA certificate, in days.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     days: u64,
     #[command(flatten)]
     protection: NewKeyProtection,
@@ -122,7 +122,8 @@ pub(crate) struct IssueArgs {
     /// The identity the operator approved; the request must name exactly this.
     #[command(flatten)]
     subject: Subject,
-    #[arg(long, default_value_t = 365)]
+    /// Validity of the certificate, in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     days: u64,
     /// Where to write the certificate (PEM).
     #[arg(long, value_name = "FILE")]

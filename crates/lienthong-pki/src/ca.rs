@@ -30,7 +30,10 @@ pub struct Validity {
 
 impl Validity {
     pub const fn days(days: u64) -> Self {
-        Self { backdate: Duration::from_secs(300), lifetime: Duration::from_secs(days * 86_400) }
+        Self {
+            backdate: Duration::from_secs(300),
+            lifetime: Duration::from_secs(days.saturating_mul(86_400)),
+        }
     }
 }
 
@@ -69,7 +72,9 @@ fn base_params(
     let uri = identity.to_uri().try_into().map_err(|e: rcgen::Error| CertError::Builder(e.to_string()))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.not_before = to_offset(now.checked_sub(validity.backdate).unwrap_or(now))?;
-    params.not_after = to_offset(now + validity.lifetime)?;
+    let out_of_range = || CertError::ValidityOutOfRange { days: validity.lifetime.as_secs() / 86_400 };
+    let not_after = now.checked_add(validity.lifetime).ok_or_else(out_of_range)?;
+    params.not_after = to_offset(not_after).map_err(|_| out_of_range())?;
     params.serial_number = Some(random_serial()?);
     params.use_authority_key_identifier_extension = true;
     match identity {

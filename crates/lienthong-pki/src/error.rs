@@ -21,6 +21,8 @@ pub enum KeyError {
     Malformed(String),
     #[error("the system random source failed")]
     Generation,
+    #[error("encrypting the key failed: {0}")]
+    Encryption(String),
 }
 
 /// A signature could not be made or does not verify.
@@ -61,6 +63,8 @@ pub enum CertError {
     Key(#[from] KeyError),
     #[error("certificate builder: {0}")]
     Builder(String),
+    #[error("validity of {days} days is out of range")]
+    ValidityOutOfRange { days: u64 },
 }
 
 /// Why a peer node's certificate was refused. Each cause is its own variant, so logs and

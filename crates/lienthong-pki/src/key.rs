@@ -209,17 +209,12 @@ impl PrivateKey {
         let mut iv = [0u8; 16];
         rng.fill(&mut salt).map_err(|_| KeyError::Generation)?;
         rng.fill(&mut iv).map_err(|_| KeyError::Generation)?;
-        let params = scrypt::Params::new(SCRYPT_LOG_N, 8, 1, 32)
-            .map(|p| pbes2::Parameters::scrypt_aes256cbc(p, &salt, &iv))
-            .map_err(|_| KeyError::Generation)?
-            .map_err(|_| KeyError::Generation)?;
-        let info =
-            pkcs8::PrivateKeyInfo::from_der(&self.pkcs8).map_err(|e| KeyError::Malformed(e.to_string()))?;
-        let doc = info
-            .encrypt_with_params(params, passphrase)
-            .map_err(|e| KeyError::Malformed(format!("encryption failed: {e}")))?;
-        let pem =
-            doc.to_pem(PEM_ENCRYPTED, LineEnding::LF).map_err(|e| KeyError::Malformed(e.to_string()))?;
+        let encryption = |e: &dyn std::fmt::Display| KeyError::Encryption(e.to_string());
+        let kdf = scrypt::Params::new(SCRYPT_LOG_N, 8, 1, 32).map_err(|e| encryption(&e))?;
+        let params = pbes2::Parameters::scrypt_aes256cbc(kdf, &salt, &iv).map_err(|e| encryption(&e))?;
+        let info = pkcs8::PrivateKeyInfo::from_der(&self.pkcs8).map_err(|e| encryption(&e))?;
+        let doc = info.encrypt_with_params(params, passphrase).map_err(|e| encryption(&e))?;
+        let pem = doc.to_pem(PEM_ENCRYPTED, LineEnding::LF).map_err(|e| encryption(&e))?;
         Ok(Zeroizing::new(pem.to_string()))
     }
 

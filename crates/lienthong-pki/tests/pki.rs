@@ -229,3 +229,14 @@ mod identity_round_trip {
         }
     }
 }
+
+#[test]
+fn absurd_validity_is_an_error_not_a_panic() {
+    let ca = ca("VN");
+    let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let csr = Csr::for_node(&key, &node("VN/GOV/G01/ss1")).unwrap();
+    for days in [u64::MAX, 10_000_000] {
+        let r = ca.issue(&csr, Validity::days(days), SystemTime::now());
+        assert!(matches!(r, Err(CertError::ValidityOutOfRange { .. })), "{days}: {r:?}");
+    }
+}

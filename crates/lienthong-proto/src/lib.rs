@@ -3,8 +3,6 @@
 //!
 //! Generated types are plain data; they never appear in other crates' public domain APIs.
 
-#![allow(missing_docs, unreachable_pub)]
-
 pub mod convert;
 
 macro_rules! generated {
