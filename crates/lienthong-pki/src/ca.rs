@@ -143,17 +143,11 @@ impl Csr {
     }
 
     pub fn from_pem(pem: &str) -> Result<Self, CertError> {
-        let (label, der) = pkcs8::der::pem::decode_vec(pem.as_bytes())
-            .map_err(|e| CertError::MalformedCsr(format!("not a PEM document: {e}")))?;
-        if label != PEM_CSR {
-            return Err(CertError::WrongPemLabel { expected: PEM_CSR, found: label.to_owned() });
-        }
-        Self::from_der(der)
+        Self::from_der(crate::pem::decode_labelled(pem, PEM_CSR, CertError::MalformedCsr)?)
     }
 
     pub fn to_pem(&self) -> String {
-        pkcs8::der::pem::encode_string(PEM_CSR, pkcs8::der::pem::LineEnding::LF, &self.der)
-            .expect("PEM encoding of bytes cannot fail")
+        crate::pem::encode(PEM_CSR, &self.der)
     }
 
     pub fn der(&self) -> &[u8] {

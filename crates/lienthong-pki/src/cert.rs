@@ -179,17 +179,11 @@ impl Certificate {
     }
 
     pub fn from_pem(pem: &str) -> Result<Self, CertError> {
-        let (label, der) = pkcs8::der::pem::decode_vec(pem.as_bytes())
-            .map_err(|e| CertError::Malformed(format!("not a PEM document: {e}")))?;
-        if label != PEM_CERT {
-            return Err(CertError::WrongPemLabel { expected: PEM_CERT, found: label.to_owned() });
-        }
-        Self::from_der(der)
+        Self::from_der(crate::pem::decode_labelled(pem, PEM_CERT, CertError::Malformed)?)
     }
 
     pub fn to_pem(&self) -> String {
-        pkcs8::der::pem::encode_string(PEM_CERT, pkcs8::der::pem::LineEnding::LF, &self.der)
-            .expect("PEM encoding of bytes cannot fail")
+        crate::pem::encode(PEM_CERT, &self.der)
     }
 
     pub fn der(&self) -> &CertificateDer<'static> {

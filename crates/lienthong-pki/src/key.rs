@@ -170,10 +170,9 @@ impl PrivateKey {
 
     /// Reads a PEM key: `PRIVATE KEY` (plain) or `ENCRYPTED PRIVATE KEY` (needs the passphrase).
     pub fn from_pem(pem: &str, passphrase: Option<&[u8]>) -> Result<Self, KeyError> {
-        let (label, der) = pkcs8::der::pem::decode_vec(pem.as_bytes())
-            .map_err(|e| KeyError::Malformed(format!("not a PEM document: {e}")))?;
+        let (label, der) = crate::pem::decode(pem).map_err(KeyError::Malformed)?;
         let der = Zeroizing::new(der);
-        match (label, passphrase) {
+        match (label.as_str(), passphrase) {
             (PEM_PLAIN, _) => Self::from_pkcs8_der(&der),
             (PEM_ENCRYPTED, None) => Err(KeyError::PassphraseRequired),
             (PEM_ENCRYPTED, Some(pass)) => {
@@ -187,16 +186,13 @@ impl PrivateKey {
                     other => other,
                 })
             }
-            (other, _) => Err(KeyError::NotAKey { found: other.to_owned() }),
+            _ => Err(KeyError::NotAKey { found: label }),
         }
     }
 
     /// PEM of the unencrypted key, for keys that live in memory or in a secret store.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(
-            pkcs8::der::pem::encode_string(PEM_PLAIN, LineEnding::LF, &self.pkcs8)
-                .expect("PEM encoding of bytes cannot fail"),
-        )
+        Zeroizing::new(crate::pem::encode(PEM_PLAIN, &self.pkcs8))
     }
 
     /// PEM of the key encrypted with a passphrase (PKCS#8 PBES2: scrypt and AES-256-CBC).

@@ -8,6 +8,7 @@ mod ca;
 mod cert;
 mod error;
 mod key;
+mod pem;
 pub mod tls;
 
 pub use ca::{CertificateAuthority, Csr, Validity};
