@@ -142,3 +142,46 @@ fn demo_runs_and_refuses_the_unregistered_node() {
     assert!(out.contains("refused: certificate"), "{out}");
     assert!(tmp.path().join("demo/provider.crt.pem").exists());
 }
+
+/// Operators and HSM import tools use OpenSSL: it must read what we write, and we what it writes.
+/// `.ci/run` installs `openssl`, and under CI its absence is a failure; elsewhere it says so.
+#[test]
+fn openssl_interoperates() {
+    let Ok(version) = Command::new("openssl").arg("version").output() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have openssl installed");
+        eprintln!("openssl not installed; interoperability not checked here");
+        return;
+    };
+    assert!(version.status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(d).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(d.join("p"), "pw").unwrap();
+    ok(d, "pki ca init --instance VN --dir ca --passphrase-file p --type ecdsa-p256");
+    for alg in ["ed25519", "ecdsa-p256", "rsa-pss"] {
+        let key = format!("{alg}.key");
+        ok(d, &format!("pki key new --type {alg} --out {key} --passphrase-file p"));
+        openssl(&["pkey", "-in", &key, "-passin", "pass:pw", "-noout"]);
+    }
+    ok(d, &format!("pki csr --key ed25519.key --passphrase-file p --node {NODE} --out n.csr"));
+    openssl(&["req", "-in", "n.csr", "-verify", "-noout"]);
+    ok(d, &format!("pki issue --ca-dir ca --passphrase-file p --csr n.csr --node {NODE} --out n.crt"));
+    openssl(&["verify", "-CAfile", "ca/ca.crt.pem", "n.crt"]);
+
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-aes-256-cbc",
+        "-pass",
+        "pass:pw",
+        "-out",
+        "o.key",
+    ]);
+    ok(d, "pki csr --key o.key --passphrase-file p --member VN/GOV/000.00.00.G22 --out o.csr");
+}

@@ -108,8 +108,9 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
-/// scrypt N = 2^15, r = 8, p = 1: about 32 MiB and a tenth of a second per unlock.
-const SCRYPT_LOG_N: u8 = 15;
+/// scrypt N = 2^14, r = 8, p = 1 (16 MiB): OpenSSL's own `-scrypt` parameters, and inside its
+/// 32 MiB default memory limit, so `openssl pkey` can read the keys this crate writes.
+const SCRYPT_LOG_N: u8 = 14;
 
 const PEM_PLAIN: &str = "PRIVATE KEY";
 const PEM_ENCRYPTED: &str = "ENCRYPTED PRIVATE KEY";
@@ -120,7 +121,11 @@ impl PrivateKey {
         let rng = SystemRandom::new();
         let der: Vec<u8> = match alg {
             KeyAlgorithm::Ed25519 => {
-                sig::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generation)?.as_ref().to_vec()
+                // PKCS#8 v1: OpenSSL 3.0 cannot read the v2 form (with the public key).
+                sig::Ed25519KeyPair::generate_pkcs8v1(&rng)
+                    .map_err(|_| KeyError::Generation)?
+                    .as_ref()
+                    .to_vec()
             }
             KeyAlgorithm::EcdsaP256 => {
                 sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
