@@ -1,5 +1,7 @@
 //! The operator's PKI steps, run through the real `lienthong` binary.
 
+#![allow(clippy::print_stderr)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 
