@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use lienthong_pki::{CertInfo, CertificateAuthority, Csr, Identity, KeyAlgorithm, PrivateKey, Validity};
+use lienthong_pki::{
+    CertInfo, CertificateAuthority, Csr, Fingerprint, Identity, KeyAlgorithm, PrivateKey, Validity,
+};
 use lienthong_types::{InstanceId, MemberId, NodeId};
 use serde::Serialize;
 
@@ -27,7 +29,7 @@ pub(crate) enum PkiCommand {
     Csr(CsrArgs),
     /// Issue a certificate from a request, with the CA's key.
     Issue(IssueArgs),
-    /// Print a certificate's identity, fingerprint and validity.
+    /// Print a certificate's identity, fingerprint and validity, or what a request asks for.
     Show(ShowArgs),
 }
 
@@ -132,8 +134,8 @@ pub(crate) struct IssueArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
-    /// Certificate file (PEM).
-    cert: PathBuf,
+    /// Certificate or certificate request file (PEM).
+    file: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -211,13 +213,60 @@ pub(crate) fn load_ca(dir: &Path, pass: &Passphrase) -> Result<CertificateAuthor
 }
 
 fn show(a: ShowArgs) -> Result<()> {
-    let info = files::read_cert(&a.cert)?.info()?;
+    let pem = fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    if pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
+        return show_request(&a, &pem);
+    }
+    let info = files::read_cert(&a.file)?.info()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&CertSummary::from(&info))?);
     } else {
         print_info(&info);
     }
     Ok(())
+}
+
+/// What an operator checks before issuing: who the request is for, and which key.
+fn show_request(a: &ShowArgs, pem: &str) -> Result<()> {
+    let csr = Csr::from_pem(pem).with_context(|| format!("request file {}", a.file.display()))?;
+    let identity = csr.identity()?;
+    let key = csr.public_key()?;
+    let summary = RequestSummary {
+        kind: "certificate request",
+        requested: identity.role(),
+        id: id_string(&identity),
+        key_algorithm: key.algorithm().to_string(),
+        key_sha256: Fingerprint::of(key.raw()).to_string(),
+        signature: "verified (the requester holds the key)",
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("kind:         {} for a {}", summary.kind, summary.requested);
+        println!("id:           {}", summary.id);
+        println!("key:          {}", summary.key_algorithm);
+        println!("key sha256:   {}", summary.key_sha256);
+        println!("signature:    {}", summary.signature);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct RequestSummary {
+    kind: &'static str,
+    requested: &'static str,
+    id: String,
+    key_algorithm: String,
+    key_sha256: String,
+    signature: &'static str,
+}
+
+fn id_string(identity: &Identity) -> String {
+    match identity {
+        Identity::Ca(x) => x.to_string(),
+        Identity::Node(x) => x.to_string(),
+        Identity::Member(x) => x.to_string(),
+    }
 }
 
 /// What `pki show --json` prints; field names are a stable interface for scripts.
@@ -237,14 +286,9 @@ struct CertSummary {
 
 impl From<&CertInfo> for CertSummary {
     fn from(i: &CertInfo) -> Self {
-        let id = match &i.identity {
-            Identity::Ca(x) => x.to_string(),
-            Identity::Node(x) => x.to_string(),
-            Identity::Member(x) => x.to_string(),
-        };
         Self {
             kind: i.identity.role(),
-            id,
+            id: id_string(&i.identity),
             fingerprint_sha256: i.fingerprint.to_string(),
             serial: i.serial.clone(),
             subject: i.subject.clone(),

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::cert::{Certificate, Identity};
 use crate::error::CertError;
-use crate::key::PrivateKey;
+use crate::key::{KeyAlgorithm, PrivateKey, PublicKey};
 
 /// Validity periods and clock allowance for certificates the CA issues.
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +157,17 @@ impl Csr {
     /// The identity the request asks for. The request's own signature is verified first.
     pub fn identity(&self) -> Result<Identity, CertError> {
         Ok(self.parse()?.1)
+    }
+
+    /// The public key the certificate would certify.
+    pub fn public_key(&self) -> Result<PublicKey, CertError> {
+        use rcgen::PublicKeyData;
+        let key = self.parse()?.0.public_key;
+        let alg = KeyAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.rcgen_alg() == key.algorithm())
+            .ok_or_else(|| CertError::MalformedCsr("unsupported key type".into()))?;
+        Ok(PublicKey::new(alg, key.der_bytes().to_vec()))
     }
 
     fn parse(&self) -> Result<(CertificateSigningRequestParams, Identity), CertError> {

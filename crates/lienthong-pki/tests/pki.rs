@@ -99,6 +99,7 @@ fn ca_issues_node_and_member_certificates_that_carry_the_id() {
         let csr = Csr::for_node(&key, &node_id).unwrap();
         let csr = Csr::from_pem(&csr.to_pem()).unwrap();
         assert_eq!(csr.identity().unwrap(), Identity::Node(node_id.clone()));
+        assert_eq!(csr.public_key().unwrap(), key.public_key());
         let cert = ca.issue_node(&csr, &node_id, Validity::days(365), SystemTime::now()).unwrap();
         let info = Certificate::from_pem(&cert.to_pem()).unwrap().info().unwrap();
         assert_eq!(info.identity, Identity::Node(node_id));
