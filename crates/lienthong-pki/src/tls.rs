@@ -155,9 +155,7 @@ impl TrustPolicy {
         }
         Ok(PeerIdentity { node: presented, fingerprint })
     }
-}
 
-impl TrustPolicy {
     fn issued_by_approved_ca(&self, cert: Option<&Certificate>) -> bool {
         match cert.and_then(|c| c.key_ids().1) {
             Some(aki) => self.ca_key_ids.contains(&aki),
