@@ -213,3 +213,33 @@ fn rust_files(dir: &Path) -> Vec<(PathBuf, String)> {
     }
     out
 }
+
+#[test]
+fn proto_packages_are_versioned_by_path() {
+    let root = root().join("proto");
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "proto") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(!files.is_empty());
+    for file in files {
+        let rel = file.strip_prefix(&root).unwrap().parent().unwrap();
+        let parts: Vec<&str> = rel.iter().map(|p| p.to_str().unwrap()).collect();
+        assert!(
+            parts.len() == 3 && parts[0] == "lienthong" && parts[2].starts_with('v'),
+            "{} must live in proto/lienthong/<area>/v<N>/",
+            file.display()
+        );
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expected = format!("package {};", parts.join("."));
+        assert!(text.lines().any(|l| l.trim() == expected), "{} must declare `{expected}`", file.display());
+    }
+}
