@@ -2,7 +2,7 @@
 //!
 //! An identifier is a `/`-separated list of codes. Each code is percent-decoded separately (so
 //! `%2F` inside a segment never splits it), then checked against X-Road's character set
-//! `A-Z a-z 0-9 ' ( ) + , - . = ?` and a length limit. Printing gives the plain X-Road form used in
+//! `A-Z a-z 0-9 ' ( ) + , - . = ?` and a length limit ([`MAX_CODE_LEN`]). Printing gives the plain X-Road form used in
 //! headers (`VN/GOV/000.00.00.G22/dancu`); [`ServiceId::r1_path`] gives the URL path form, where
 //! `?` must be escaped.
 
@@ -102,12 +102,16 @@ impl IdError {
     }
 }
 
+/// The longest code accepted in any part. X-Road itself stores every code in 255 characters;
+/// accepting the same keeps existing X-Road identifiers valid here.
+pub const MAX_CODE_LEN: usize = 255;
+
 /// True for the characters X-Road allows in an identifier code.
 pub fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '\'' | '(' | ')' | '+' | ',' | '-' | '.' | '=' | '?')
 }
 
-fn validate(code: &str, part: IdPart, max: usize) -> Result<(), IdError> {
+fn validate(code: &str, part: IdPart) -> Result<(), IdError> {
     if code.is_empty() {
         return Err(IdError::new(part, IdErrorKind::Empty));
     }
@@ -115,8 +119,8 @@ fn validate(code: &str, part: IdPart, max: usize) -> Result<(), IdError> {
         return Err(IdError::new(part, IdErrorKind::InvalidChar { ch, at }));
     }
     // All allowed characters are ASCII, so bytes == characters here.
-    if code.len() > max {
-        return Err(IdError::new(part, IdErrorKind::TooLong { len: code.len(), max }));
+    if code.len() > MAX_CODE_LEN {
+        return Err(IdError::new(part, IdErrorKind::TooLong { len: code.len(), max: MAX_CODE_LEN }));
     }
     Ok(())
 }
@@ -172,13 +176,12 @@ fn split_exact<'a, const N: usize>(s: &'a str, expected: &'static str) -> Result
 /// A single validated code (one segment of an identifier).
 pub trait Code: Sized + AsRef<str> {
     const PART: IdPart;
-    const MAX_LEN: usize;
     /// Validates a code that is already percent-decoded.
     fn new(code: &str) -> Result<Self, IdError>;
 }
 
 macro_rules! code_type {
-    ($(#[$doc:meta])* $name:ident, $part:expr, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $part:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(Box<str>);
@@ -196,10 +199,9 @@ macro_rules! code_type {
 
         impl Code for $name {
             const PART: IdPart = $part;
-            const MAX_LEN: usize = $max;
 
             fn new(code: &str) -> Result<Self, IdError> {
-                validate(code, $part, $max)?;
+                validate(code, $part)?;
                 Ok(Self(code.into()))
             }
         }
@@ -252,31 +254,31 @@ macro_rules! string_serde {
 
 code_type!(
     /// An X-Road instance, such as `VN` (national) or a provincial instance.
-    InstanceId, IdPart::Instance, 32
+    InstanceId, IdPart::Instance
 );
 code_type!(
     /// A member class: `GOV` for state bodies, `COM` for companies.
-    MemberClass, IdPart::MemberClass, 16
+    MemberClass, IdPart::MemberClass
 );
 code_type!(
     /// A member code: the agency's electronic code, `000.00.00.G22` or `G09.20`.
-    MemberCode, IdPart::MemberCode, 64
+    MemberCode, IdPart::MemberCode
 );
 code_type!(
     /// A subsystem code: one information system of a member.
-    SubsystemCode, IdPart::SubsystemCode, 64
+    SubsystemCode, IdPart::SubsystemCode
 );
 code_type!(
     /// A service code, the last segment of a service id.
-    ServiceCode, IdPart::ServiceCode, 128
+    ServiceCode, IdPart::ServiceCode
 );
 code_type!(
     /// A node's (security server's) code, unique within its owner member.
-    ServerCode, IdPart::ServerCode, 64
+    ServerCode, IdPart::ServerCode
 );
 code_type!(
     /// A global group's code.
-    GroupCode, IdPart::GroupCode, 64
+    GroupCode, IdPart::GroupCode
 );
 
 /// `INSTANCE/CLASS/MEMBER`.

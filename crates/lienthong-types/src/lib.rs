@@ -7,7 +7,7 @@ mod id;
 
 pub use fault::{Fault, Side};
 pub use id::{
-    ClientId, Code, GlobalGroupId, GroupCode, IdError, IdErrorKind, IdPart, InstanceId, MemberClass,
-    MemberCode, MemberId, NodeId, ObjectType, R1PathError, R1Target, ServerCode, ServiceCode, ServiceId,
-    SubsystemCode, SubsystemId, is_id_char,
+    ClientId, Code, GlobalGroupId, GroupCode, IdError, IdErrorKind, IdPart, InstanceId, MAX_CODE_LEN,
+    MemberClass, MemberCode, MemberId, NodeId, ObjectType, R1PathError, R1Target, ServerCode, ServiceCode,
+    ServiceId, SubsystemCode, SubsystemId, is_id_char,
 };
