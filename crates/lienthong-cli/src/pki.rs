@@ -181,7 +181,9 @@ fn csr(a: CsrArgs) -> Result<()> {
     let csr = match a.subject.identity() {
         Identity::Node(n) => Csr::for_node(&key, &n)?,
         Identity::Member(m) => Csr::for_member(&key, &m)?,
-        Identity::Ca(_) => unreachable!("Subject never yields a CA"),
+        Identity::Ca(_) | Identity::Registry(_) | Identity::Admin(_) => {
+            unreachable!("Subject yields only node and member identities")
+        }
     };
     files::write_new(&a.out, csr.to_pem().as_bytes(), false)?;
     println!("wrote request for {} to {}", csr.identity()?, a.out.display());
@@ -198,7 +200,9 @@ fn issue(a: IssueArgs) -> Result<()> {
     let cert = match a.subject.identity() {
         Identity::Node(n) => ca.issue_node(&csr, &n, validity, now)?,
         Identity::Member(m) => ca.issue_member(&csr, &m, validity, now)?,
-        Identity::Ca(_) => unreachable!("Subject never yields a CA"),
+        Identity::Ca(_) | Identity::Registry(_) | Identity::Admin(_) => {
+            unreachable!("Subject yields only node and member identities")
+        }
     };
     files::write_new(&a.out, cert.to_pem().as_bytes(), false)?;
     print_info(&cert.info()?);
@@ -263,7 +267,7 @@ struct RequestSummary {
 
 fn id_string(identity: &Identity) -> String {
     match identity {
-        Identity::Ca(x) => x.to_string(),
+        Identity::Ca(x) | Identity::Registry(x) | Identity::Admin(x) => x.to_string(),
         Identity::Node(x) => x.to_string(),
         Identity::Member(x) => x.to_string(),
     }

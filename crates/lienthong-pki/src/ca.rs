@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use lienthong_types::{InstanceId, MemberId, NodeId};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
@@ -52,22 +52,46 @@ fn random_serial() -> Result<SerialNumber, CertError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// Longest administrator name: X.520's upper bound for a common name.
+const MAX_ADMIN_NAME: usize = 64;
+
+/// Checks an administrator's display name before it goes into a subject CN.
+fn check_admin_name(name: &str) -> Result<(), CertError> {
+    if name.trim().is_empty() {
+        return Err(CertError::BadAdminName("it is empty"));
+    }
+    if name.chars().count() > MAX_ADMIN_NAME {
+        return Err(CertError::BadAdminName("it is longer than 64 characters"));
+    }
+    // Control characters could forge lines in logs and terminals that display the name.
+    if name.chars().any(char::is_control) {
+        return Err(CertError::BadAdminName("it contains control characters"));
+    }
+    Ok(())
+}
+
+/// The subject CN of a certificate the CA issues; `admin_name` is used for administrators only.
+fn common_name(identity: &Identity, admin_name: Option<&str>) -> String {
+    match (identity, admin_name) {
+        (Identity::Ca(i), _) => format!("Lienthong CA {i}"),
+        (Identity::Node(n), _) => n.to_string(),
+        (Identity::Member(m), _) => m.to_string(),
+        (Identity::Registry(i), _) => format!("Lienthong registry {i}"),
+        (Identity::Admin(_), Some(name)) => name.to_owned(),
+        (Identity::Admin(i), None) => format!("Lienthong administrator {i}"),
+    }
+}
+
 fn base_params(
     identity: &Identity,
+    common_name: String,
     validity: Validity,
     now: SystemTime,
 ) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, identity.instance().as_str());
-    dn.push(
-        DnType::CommonName,
-        match identity {
-            Identity::Ca(i) => format!("Lienthong CA {i}"),
-            Identity::Node(n) => n.to_string(),
-            Identity::Member(m) => m.to_string(),
-        },
-    );
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     let uri = identity.to_uri().try_into().map_err(|e: rcgen::Error| CertError::Builder(e.to_string()))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
@@ -93,6 +117,16 @@ fn base_params(
         }
         Identity::Member(_) => {
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
+        }
+        // One TLS side each, so neither certificate can stand in for the other. rustls only
+        // signs with the key (no RSA key transport), so digitalSignature is enough.
+        Identity::Registry(_) => {
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
+        Identity::Admin(_) => {
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
     }
     Ok(params)
@@ -123,10 +157,26 @@ impl Csr {
         Self::build(key, &Identity::Member(member.clone()))
     }
 
+    /// A request for the registry's TLS server certificate.
+    pub fn for_registry(key: &PrivateKey, instance: &InstanceId) -> Result<Self, CertError> {
+        Self::build(key, &Identity::Registry(instance.clone()))
+    }
+
+    /// A request for a registry administrator's TLS client certificate. `name` (a person's
+    /// name, at most 64 characters, no control characters) becomes the certificate's subject CN.
+    pub fn for_admin(key: &PrivateKey, instance: &InstanceId, name: &str) -> Result<Self, CertError> {
+        check_admin_name(name)?;
+        Self::build_named(key, &Identity::Admin(instance.clone()), name.to_owned())
+    }
+
     fn build(key: &PrivateKey, identity: &Identity) -> Result<Self, CertError> {
+        Self::build_named(key, identity, identity.to_uri())
+    }
+
+    fn build_named(key: &PrivateKey, identity: &Identity, common_name: String) -> Result<Self, CertError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity.to_uri());
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         let uri =
             identity.to_uri().try_into().map_err(|e: rcgen::Error| CertError::Builder(e.to_string()))?;
@@ -187,14 +237,28 @@ impl Csr {
         if matches!(identity, Identity::Ca(_)) {
             return Err(CertError::WrongRole {
                 requested: identity.role(),
-                expected: "node or member certificate",
+                expected: "node, member, registry or administrator certificate",
             });
         }
         Ok((params, identity))
     }
+
+    /// The administrator's name from the request's subject CN, checked like [`Csr::for_admin`]
+    /// does: the request may come from anywhere.
+    fn admin_name(params: &CertificateSigningRequestParams) -> Result<String, CertError> {
+        match params.params.distinguished_name.get(&DnType::CommonName) {
+            Some(DnValue::Utf8String(name)) => {
+                check_admin_name(name)?;
+                Ok(name.clone())
+            }
+            Some(_) => Err(CertError::BadAdminName("it is not a UTF-8 string")),
+            None => Err(CertError::BadAdminName("the request has no common name")),
+        }
+    }
 }
 
-/// The instance CA: issues node authentication and member signing certificates.
+/// The instance CA: issues node authentication, member signing, registry server and registry
+/// administrator certificates.
 pub struct CertificateAuthority {
     cert: Certificate,
     instance: InstanceId,
@@ -218,7 +282,8 @@ impl CertificateAuthority {
         validity: Validity,
         now: SystemTime,
     ) -> Result<Self, CertError> {
-        let params = base_params(&Identity::Ca(instance.clone()), validity, now)?;
+        let identity = Identity::Ca(instance.clone());
+        let params = base_params(&identity, common_name(&identity, None), validity, now)?;
         let rc_key = key.to_rcgen()?;
         let der = params.self_signed(&rc_key).map_err(|e| CertError::Builder(e.to_string()))?;
         let cert = Certificate::from_der(der.der().to_vec())?;
@@ -250,10 +315,23 @@ impl CertificateAuthority {
         &self.instance
     }
 
-    /// Issues the certificate a request asks for, if it is for this instance. Use
+    /// Issues the node or member certificate a request asks for, if it is for this instance. Use
     /// [`CertificateAuthority::issue_node`] or [`CertificateAuthority::issue_member`] when the
-    /// caller knows which role to expect.
+    /// caller knows which role to expect. Registry and administrator requests are refused here
+    /// (`WrongRole`): those privileged roles are only issued when asked for by name, with
+    /// [`CertificateAuthority::issue_registry`] or [`CertificateAuthority::issue_admin`].
     pub fn issue(&self, csr: &Csr, validity: Validity, now: SystemTime) -> Result<Certificate, CertError> {
+        let identity = csr.identity()?;
+        if matches!(identity, Identity::Registry(_) | Identity::Admin(_)) {
+            return Err(CertError::WrongRole {
+                requested: identity.role(),
+                expected: "node or member certificate",
+            });
+        }
+        self.sign(csr, validity, now)
+    }
+
+    fn sign(&self, csr: &Csr, validity: Validity, now: SystemTime) -> Result<Certificate, CertError> {
         let (params, identity) = csr.parse()?;
         if identity.instance() != &self.instance {
             return Err(CertError::WrongInstance {
@@ -261,7 +339,11 @@ impl CertificateAuthority {
                 ca: self.instance.to_string(),
             });
         }
-        let profile = base_params(&identity, validity, now)?;
+        let admin_name = match identity {
+            Identity::Admin(_) => Some(Csr::admin_name(&params)?),
+            _ => None,
+        };
+        let profile = base_params(&identity, common_name(&identity, admin_name.as_deref()), validity, now)?;
         let cert = profile
             .signed_by(&params.public_key, &self.issuer)
             .map_err(|e| CertError::Builder(e.to_string()))?;
@@ -277,7 +359,7 @@ impl CertificateAuthority {
         now: SystemTime,
     ) -> Result<Certificate, CertError> {
         self.expect(csr, &Identity::Node(node.clone()))?;
-        self.issue(csr, validity, now)
+        self.sign(csr, validity, now)
     }
 
     /// Issues a member signing certificate; the request must name exactly `member`.
@@ -289,7 +371,32 @@ impl CertificateAuthority {
         now: SystemTime,
     ) -> Result<Certificate, CertError> {
         self.expect(csr, &Identity::Member(member.clone()))?;
-        self.issue(csr, validity, now)
+        self.sign(csr, validity, now)
+    }
+
+    /// Issues this instance's registry TLS server certificate (serverAuth only); the request
+    /// must ask for exactly that.
+    pub fn issue_registry(
+        &self,
+        csr: &Csr,
+        validity: Validity,
+        now: SystemTime,
+    ) -> Result<Certificate, CertError> {
+        self.expect(csr, &Identity::Registry(self.instance.clone()))?;
+        self.sign(csr, validity, now)
+    }
+
+    /// Issues a registry administrator's TLS client certificate (clientAuth only) for this
+    /// instance; the request must ask for exactly that. The subject CN is the name in the
+    /// request, checked again here.
+    pub fn issue_admin(
+        &self,
+        csr: &Csr,
+        validity: Validity,
+        now: SystemTime,
+    ) -> Result<Certificate, CertError> {
+        self.expect(csr, &Identity::Admin(self.instance.clone()))?;
+        self.sign(csr, validity, now)
     }
 
     fn expect(&self, csr: &Csr, wanted: &Identity) -> Result<(), CertError> {
@@ -304,5 +411,31 @@ impl CertificateAuthority {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl CertificateAuthority {
+    /// A CA that issues for `instance` while its certificate names another: what a misbehaving
+    /// CA of another instance could sign, which verifiers must refuse.
+    pub(crate) fn claiming_instance(mut self, instance: InstanceId) -> Self {
+        self.instance = instance;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_checks_the_admin_name_again() {
+        let vn = InstanceId::new("VN").unwrap();
+        let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let ca = CertificateAuthority::init(vn.clone(), &key, Validity::days(1), SystemTime::now()).unwrap();
+        // A request made by other software, which did not check the name.
+        let csr = Csr::build_named(&key, &Identity::Admin(vn), "An\nroot".into()).unwrap();
+        let r = ca.issue_admin(&csr, Validity::days(1), SystemTime::now());
+        assert!(matches!(r, Err(CertError::BadAdminName(_))), "{r:?}");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Lienthong puts the identity in a URI subject alternative name, so it survives any subject
 //! naming policy: `urn:lienthong:node:VN/GOV/000.00.00.G22/ss1` for a node authentication
-//! certificate, `urn:lienthong:member:VN/GOV/000.00.00.G22` for a member signing certificate and
+//! certificate, `urn:lienthong:member:VN/GOV/000.00.00.G22` for a member signing certificate,
+//! `urn:lienthong:registry:VN` for the registry's TLS server certificate,
+//! `urn:lienthong:admin:VN` for a registry administrator's TLS client certificate and
 //! `urn:lienthong:ca:VN` for an instance CA. `?` is percent-encoded in the URI.
 
 use std::fmt;
@@ -20,6 +22,8 @@ use crate::key::{KeyAlgorithm, PublicKey};
 pub(crate) const URN_NODE: &str = "urn:lienthong:node:";
 pub(crate) const URN_MEMBER: &str = "urn:lienthong:member:";
 pub(crate) const URN_CA: &str = "urn:lienthong:ca:";
+pub(crate) const URN_REGISTRY: &str = "urn:lienthong:registry:";
+pub(crate) const URN_ADMIN: &str = "urn:lienthong:admin:";
 
 /// SHA-256 of a certificate's DER: how the global configuration pins a node's certificate.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +85,11 @@ pub enum Identity {
     Node(NodeId),
     /// A member's message-signing certificate.
     Member(MemberId),
+    /// The registry's TLS server certificate.
+    Registry(InstanceId),
+    /// A registry administrator's TLS client certificate. The person's name is only in the
+    /// subject CN, for display: every administrator of an instance has this same identity.
+    Admin(InstanceId),
 }
 
 impl Identity {
@@ -89,12 +98,14 @@ impl Identity {
             Identity::Ca(_) => "CA certificate",
             Identity::Node(_) => "node authentication certificate",
             Identity::Member(_) => "member signing certificate",
+            Identity::Registry(_) => "registry server certificate",
+            Identity::Admin(_) => "registry administrator certificate",
         }
     }
 
     pub fn instance(&self) -> &InstanceId {
         match self {
-            Identity::Ca(i) => i,
+            Identity::Ca(i) | Identity::Registry(i) | Identity::Admin(i) => i,
             Identity::Node(n) => &n.owner.instance,
             Identity::Member(m) => &m.instance,
         }
@@ -105,6 +116,8 @@ impl Identity {
             Identity::Ca(i) => (URN_CA, i.to_string()),
             Identity::Node(n) => (URN_NODE, n.to_string()),
             Identity::Member(m) => (URN_MEMBER, m.to_string()),
+            Identity::Registry(i) => (URN_REGISTRY, i.to_string()),
+            Identity::Admin(i) => (URN_ADMIN, i.to_string()),
         };
         // `?` would start a URI query component.
         format!("{prefix}{}", id.replace('?', "%3F"))
@@ -119,6 +132,12 @@ impl Identity {
             if let Some(id) = uri.strip_prefix(URN_MEMBER) {
                 return Some(id.parse().map(Identity::Member));
             }
+            if let Some(id) = uri.strip_prefix(URN_REGISTRY) {
+                return Some(id.parse().map(Identity::Registry));
+            }
+            if let Some(id) = uri.strip_prefix(URN_ADMIN) {
+                return Some(id.parse().map(Identity::Admin));
+            }
             uri.strip_prefix(URN_CA).map(|id| id.parse().map(Identity::Ca))
         };
         parse().map(|r| r.map_err(CertError::from))
@@ -131,6 +150,8 @@ impl fmt::Display for Identity {
             Identity::Ca(i) => write!(f, "CA of instance {i}"),
             Identity::Node(n) => write!(f, "node {n}"),
             Identity::Member(m) => write!(f, "member {m}"),
+            Identity::Registry(i) => write!(f, "registry of instance {i}"),
+            Identity::Admin(i) => write!(f, "registry administrator of instance {i}"),
         }
     }
 }

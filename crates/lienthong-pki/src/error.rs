@@ -1,8 +1,8 @@
 //! Error types of the PKI crate: one enum per concern, each variant a distinct cause.
 
-use lienthong_types::{IdError, NodeId};
+use lienthong_types::{IdError, InstanceId, NodeId};
 
-use crate::Fingerprint;
+use crate::{Fingerprint, Identity};
 
 /// Loading, generating or storing a key failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +63,14 @@ pub enum CertError {
     Key(#[from] KeyError),
     #[error("certificate builder: {0}")]
     Builder(String),
+    #[error("administrator name refused: {0}")]
+    BadAdminName(&'static str),
     #[error("validity of {days} days is out of range")]
     ValidityOutOfRange { days: u64 },
 }
 
-/// Why a peer node's certificate was refused. Each cause is its own variant, so logs and
-/// security events say exactly what failed.
+/// Why a peer's certificate was refused: a peer node's, the registry's, or a registry client's.
+/// Each cause is its own variant, so logs and security events say exactly what failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerRejected {
     #[error("no certificate presented")]
@@ -89,6 +91,14 @@ pub enum PeerRejected {
     IdentityMismatch { registered: Box<NodeId>, presented: Box<NodeId> },
     #[error("expected node {expected}, the peer is node {presented}")]
     WrongNode { expected: Box<NodeId>, presented: Box<NodeId> },
+    #[error("the certificate carries no valid Lienthong identity")]
+    NoIdentity,
+    #[error("a {presented} is not accepted here; a {expected} is required")]
+    WrongRole { presented: &'static str, expected: &'static str },
+    #[error("the certificate is for {presented}, but instance {expected} was expected")]
+    WrongInstance { presented: Box<Identity>, expected: InstanceId },
+    #[error("the certificate for {presented} was issued by a CA of another instance")]
+    ForeignCa { presented: Box<Identity> },
     #[error("certificate rejected: {0}")]
     Invalid(String),
 }

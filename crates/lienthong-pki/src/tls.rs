@@ -4,13 +4,17 @@
 //! The registered set is plain data (from the global configuration). When the configuration
 //! changes, build a new [`TrustPolicy`] and new rustls configs from it; connections made after
 //! that see the new set.
+//!
+//! TLS to the registry ([`registry_server_config`], [`registry_client_config`]) checks chain,
+//! usage and identity only: a node may register before it has a certificate, and the registry
+//! decides on revocation and registration itself, from [`peer_certificate_identity`].
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use lienthong_types::NodeId;
+use lienthong_types::{InstanceId, NodeId};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::TrustAnchor;
@@ -60,20 +64,122 @@ pub enum PeerRole {
     Client,
 }
 
-/// Approved CAs and the registered authentication certificate of every node.
-pub struct TrustPolicy {
+/// The approved CAs as webpki trust anchors, with the instance each one serves.
+struct ApprovedCas {
     anchors: Vec<TrustAnchor<'static>>,
+    /// The instance of each anchor, in the same order; `None` if it is not a Lienthong CA.
+    instances: Vec<Option<InstanceId>>,
     /// Subject key ids of the approved CAs: tells "signed by a CA we do not know" apart from
     /// "signed by our CA but altered" when a look-alike CA copies our CA's name.
     ca_key_ids: Vec<Vec<u8>>,
-    registered: HashMap<Fingerprint, NodeId>,
+    /// The CA names a server sends when it asks for a client certificate.
+    hints: Vec<DistinguishedName>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl fmt::Debug for ApprovedCas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApprovedCas").field("instances", &self.instances).finish_non_exhaustive()
+    }
+}
+
+/// A chain that verified: the end-entity certificate, if it parses as ours, and the instance
+/// of the CA it chains to.
+struct Chained<'a> {
+    cert: Result<Certificate, CertError>,
+    ca_instance: Option<&'a InstanceId>,
+}
+
+impl ApprovedCas {
+    fn new<'a>(approved_cas: impl IntoIterator<Item = &'a Certificate>) -> Result<Self, CertError> {
+        let approved_cas: Vec<&Certificate> = approved_cas.into_iter().collect();
+        let ca_key_ids = approved_cas.iter().filter_map(|ca| ca.key_ids().0).collect();
+        let instances = approved_cas
+            .iter()
+            .map(|ca| match ca.identity() {
+                Ok(Identity::Ca(instance)) => Some(instance),
+                _ => None,
+            })
+            .collect();
+        let anchors = approved_cas
+            .iter()
+            .map(|ca| {
+                webpki::anchor_from_trusted_cert(ca.der())
+                    .map(|a| a.to_owned())
+                    .map_err(|e| CertError::Malformed(format!("CA certificate: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hints = anchors.iter().map(|a| DistinguishedName::in_sequence(&a.subject)).collect();
+        Ok(Self {
+            anchors,
+            instances,
+            ca_key_ids,
+            hints,
+            algorithms: crypto_provider().signature_verification_algorithms,
+        })
+    }
+
+    /// For the registry configs, which need each CA's instance: refuses anything else.
+    fn of_instances(approved_cas: &[Certificate]) -> Result<Self, rustls::Error> {
+        let cas = Self::new(approved_cas).map_err(|e| rustls::Error::General(e.to_string()))?;
+        if let Some(i) = cas.instances.iter().position(Option::is_none) {
+            return Err(rustls::Error::General(format!(
+                "approved CA {} is not a Lienthong CA certificate",
+                approved_cas[i].fingerprint()
+            )));
+        }
+        Ok(cas)
+    }
+
+    /// Checks the chain, validity and extended key usage for `role`; not the identity.
+    fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        role: PeerRole,
+        now: SystemTime,
+    ) -> Result<Chained<'_>, PeerRejected> {
+        let now = UnixTime::since_unix_epoch(now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default());
+        let ee = EndEntityCert::try_from(end_entity).map_err(|e| PeerRejected::Invalid(e.to_string()))?;
+        let usage = match role {
+            PeerRole::Server => KeyUsage::server_auth(),
+            PeerRole::Client => KeyUsage::client_auth(),
+        };
+        let cert = Certificate::from_der(end_entity.to_vec());
+        let path = ee
+            .verify_for_usage(self.algorithms.all, &self.anchors, intermediates, now, usage, None, None)
+            .map_err(|e| match map_webpki(e) {
+                PeerRejected::BadSignature
+                    if intermediates.is_empty() && !self.issued_by_approved_ca(cert.as_ref().ok()) =>
+                {
+                    PeerRejected::UnknownCa
+                }
+                other => other,
+            })?;
+        let ca_instance =
+            self.anchors.iter().position(|a| a == path.anchor()).and_then(|i| self.instances[i].as_ref());
+        Ok(Chained { cert, ca_instance })
+    }
+
+    fn issued_by_approved_ca(&self, cert: Option<&Certificate>) -> bool {
+        match cert.and_then(|c| c.key_ids().1) {
+            Some(aki) => self.ca_key_ids.contains(&aki),
+            // Without an authority key id we cannot tell; keep the signature verdict.
+            None => true,
+        }
+    }
+}
+
+/// Approved CAs and the registered authentication certificate of every node.
+pub struct TrustPolicy {
+    cas: ApprovedCas,
+    registered: HashMap<Fingerprint, NodeId>,
 }
 
 impl fmt::Debug for TrustPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrustPolicy")
-            .field("approved_cas", &self.anchors.len())
+            .field("approved_cas", &self.cas.anchors.len())
             .field("registered_nodes", &self.registered.len())
             .finish()
     }
@@ -85,23 +191,9 @@ impl TrustPolicy {
         approved_cas: impl IntoIterator<Item = &'a Certificate>,
         registered: impl IntoIterator<Item = (NodeId, Fingerprint)>,
     ) -> Result<Self, CertError> {
-        let approved_cas: Vec<&Certificate> = approved_cas.into_iter().collect();
-        let ca_key_ids = approved_cas.iter().filter_map(|ca| ca.key_ids().0).collect();
-        let anchors = approved_cas
-            .iter()
-            .map(|ca| {
-                webpki::anchor_from_trusted_cert(ca.der())
-                    .map(|a| a.to_owned())
-                    .map_err(|e| CertError::Malformed(format!("CA certificate: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let cas = ApprovedCas::new(approved_cas)?;
         let registered = registered.into_iter().map(|(node, fp)| (fp, node)).collect();
-        Ok(Self {
-            anchors,
-            ca_key_ids,
-            registered,
-            algorithms: crypto_provider().signature_verification_algorithms,
-        })
+        Ok(Self { cas, registered })
     }
 
     /// Decides whether a presented chain is an acceptable peer, and which node it is.
@@ -115,23 +207,11 @@ impl TrustPolicy {
         expected: Option<&NodeId>,
         now: SystemTime,
     ) -> Result<PeerIdentity, PeerRejected> {
-        let now = UnixTime::since_unix_epoch(now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default());
-        let ee = EndEntityCert::try_from(end_entity).map_err(|e| PeerRejected::Invalid(e.to_string()))?;
-        let usage = match role {
-            PeerRole::Server => KeyUsage::server_auth(),
-            PeerRole::Client => KeyUsage::client_auth(),
-        };
-        let cert = Certificate::from_der(end_entity.to_vec()).map_err(|_| PeerRejected::NotNodeCertificate);
-        ee.verify_for_usage(self.algorithms.all, &self.anchors, intermediates, now, usage, None, None)
-            .map_err(|e| match map_webpki(e) {
-                PeerRejected::BadSignature
-                    if intermediates.is_empty() && !self.issued_by_approved_ca(cert.as_ref().ok()) =>
-                {
-                    PeerRejected::UnknownCa
-                }
-                other => other,
-            })?;
-        let cert = cert?;
+        let cert = self
+            .cas
+            .verify_chain(end_entity, intermediates, role, now)?
+            .cert
+            .map_err(|_| PeerRejected::NotNodeCertificate)?;
         let presented = match cert.identity() {
             Ok(Identity::Node(node)) => node,
             _ => return Err(PeerRejected::NotNodeCertificate),
@@ -154,14 +234,6 @@ impl TrustPolicy {
             });
         }
         Ok(PeerIdentity { node: presented, fingerprint })
-    }
-
-    fn issued_by_approved_ca(&self, cert: Option<&Certificate>) -> bool {
-        match cert.and_then(|c| c.key_ids().1) {
-            Some(aki) => self.ca_key_ids.contains(&aki),
-            // Without an authority key id we cannot tell; keep the signature verdict.
-            None => true,
-        }
     }
 }
 
@@ -206,16 +278,17 @@ impl TlsIdentity {
     }
 }
 
-/// The handshake-signature checks are the same for both verifiers: the provider's algorithms.
+/// The handshake-signature checks are the same for every verifier: the provider's algorithms,
+/// found at the field path given (e.g. `policy.cas.algorithms`).
 macro_rules! handshake_signatures {
-    () => {
+    ($($field:ident).+) => {
         fn verify_tls12_signature(
             &self,
             message: &[u8],
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.policy.algorithms)
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.$($field).+)
         }
 
         fn verify_tls13_signature(
@@ -224,11 +297,11 @@ macro_rules! handshake_signatures {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.policy.algorithms)
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.$($field).+)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.policy.algorithms.supported_schemes()
+            self.$($field).+.supported_schemes()
         }
     };
 }
@@ -261,7 +334,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
             .map_err(to_rustls)
     }
 
-    handshake_signatures!();
+    handshake_signatures!(policy.cas.algorithms);
 }
 
 #[derive(Debug)]
@@ -290,7 +363,7 @@ impl ClientCertVerifier for PinnedClientVerifier {
             .map_err(to_rustls)
     }
 
-    handshake_signatures!();
+    handshake_signatures!(policy.cas.algorithms);
 }
 
 fn unix_to_system(t: UnixTime) -> SystemTime {
@@ -324,4 +397,202 @@ pub fn client_config(
 /// node id and fingerprint); it only has to be syntactically valid.
 pub fn peer_server_name() -> ServerName<'static> {
     ServerName::try_from("node.lienthong.invalid").expect("valid DNS name")
+}
+
+/// Who may present a client certificate to the registry.
+const REGISTRY_CLIENTS: &str = "node, member or registry administrator certificate";
+
+/// Verifies client certificates at the registry: any of our client identities, from the
+/// instance of the approved CA it chains to.
+#[derive(Debug)]
+struct RegistryClientVerifier {
+    cas: ApprovedCas,
+}
+
+impl RegistryClientVerifier {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: SystemTime,
+    ) -> Result<(), PeerRejected> {
+        let chained = self.cas.verify_chain(end_entity, intermediates, PeerRole::Client, now)?;
+        let identity = chained.cert.and_then(|c| c.identity()).map_err(|_| PeerRejected::NoIdentity)?;
+        if !matches!(identity, Identity::Node(_) | Identity::Member(_) | Identity::Admin(_)) {
+            return Err(PeerRejected::WrongRole { presented: identity.role(), expected: REGISTRY_CLIENTS });
+        }
+        if chained.ca_instance != Some(identity.instance()) {
+            return Err(PeerRejected::ForeignCa { presented: Box::new(identity) });
+        }
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for RegistryClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    /// A node registering for the first time has no certificate yet; it proves itself by
+    /// signing its request, which the registry checks.
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.cas.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, unix_to_system(now))
+            .map(|()| ClientCertVerified::assertion())
+            .map_err(to_rustls)
+    }
+
+    handshake_signatures!(cas.algorithms);
+}
+
+/// Verifies the registry's server certificate: exactly `Identity::Registry(instance)`,
+/// issued by an approved CA of that instance.
+#[derive(Debug)]
+struct RegistryServerVerifier {
+    cas: ApprovedCas,
+    instance: InstanceId,
+}
+
+impl RegistryServerVerifier {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: SystemTime,
+    ) -> Result<(), PeerRejected> {
+        let chained = self.cas.verify_chain(end_entity, intermediates, PeerRole::Server, now)?;
+        let identity = chained.cert.and_then(|c| c.identity()).map_err(|_| PeerRejected::NoIdentity)?;
+        let Identity::Registry(instance) = &identity else {
+            return Err(PeerRejected::WrongRole {
+                presented: identity.role(),
+                expected: Identity::Registry(self.instance.clone()).role(),
+            });
+        };
+        if instance != &self.instance {
+            return Err(PeerRejected::WrongInstance {
+                presented: Box::new(identity),
+                expected: self.instance.clone(),
+            });
+        }
+        if chained.ca_instance != Some(&self.instance) {
+            return Err(PeerRejected::ForeignCa { presented: Box::new(identity) });
+        }
+        Ok(())
+    }
+}
+
+impl ServerCertVerifier for RegistryServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The identity in the certificate names the registry; the TLS server name is not used.
+        self.verify(end_entity, intermediates, unix_to_system(now))
+            .map(|()| ServerCertVerified::assertion())
+            .map_err(to_rustls)
+    }
+
+    handshake_signatures!(cas.algorithms);
+}
+
+/// The registry's server side. A client certificate is optional; one that is presented must
+/// chain to an approved CA with clientAuth usage and name a node, member or administrator of
+/// that CA's instance, or the handshake fails. Whether that certificate is still registered
+/// or revoked is for the registry to decide after the handshake ([`peer_certificate_identity`]).
+pub fn registry_server_config(
+    own: &TlsIdentity,
+    approved_cas: &[Certificate],
+) -> Result<ServerConfig, rustls::Error> {
+    let verifier = RegistryClientVerifier { cas: ApprovedCas::of_instances(approved_cas)? };
+    let (chain, key) = own.parts();
+    ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(chain, key)
+}
+
+/// A client of the registry of `instance` (a node or an administrator's tool). The server
+/// must chain to an approved CA of `instance` with serverAuth usage and be exactly
+/// `Identity::Registry(instance)`. `own` is presented as the client certificate when given.
+/// Connect with [`registry_server_name`].
+pub fn registry_client_config(
+    own: Option<&TlsIdentity>,
+    approved_cas: &[Certificate],
+    instance: &InstanceId,
+) -> Result<ClientConfig, rustls::Error> {
+    let verifier =
+        RegistryServerVerifier { cas: ApprovedCas::of_instances(approved_cas)?, instance: instance.clone() };
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    match own {
+        Some(own) => {
+            let (chain, key) = own.parts();
+            builder.with_client_auth_cert(chain, key)
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The TLS server name a registry client sends. Verification ignores it (the certificate's
+/// identity names the registry); it only has to be syntactically valid.
+pub fn registry_server_name() -> ServerName<'static> {
+    ServerName::try_from("registry.lienthong.invalid").expect("valid DNS name")
+}
+
+/// The identity and fingerprint of the end-entity certificate a peer presented (the first of
+/// `peer_certificates()`); `None` if there is none or it carries no identity. This verifies
+/// nothing: use it only on certificates a handshake with these configs already accepted.
+pub fn peer_certificate_identity(certs: &[CertificateDer<'_>]) -> Option<(Identity, Fingerprint)> {
+    let cert = Certificate::from_der(certs.first()?.to_vec()).ok()?;
+    Some((cert.identity().ok()?, cert.fingerprint()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CertificateAuthority, Csr, KeyAlgorithm, Validity};
+
+    #[test]
+    fn identities_must_belong_to_the_instance_of_their_ca() {
+        let (vn, hn) = (InstanceId::new("VN").unwrap(), InstanceId::new("HN").unwrap());
+        let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let (v, now) = (Validity::days(1), SystemTime::now());
+        let vn_ca = CertificateAuthority::init(vn.clone(), &key, v, now).unwrap();
+        let hn_ca = CertificateAuthority::init(hn, &key, v, now).unwrap();
+        let cas =
+            ApprovedCas::of_instances(&[vn_ca.certificate().clone(), hn_ca.certificate().clone()]).unwrap();
+        let hn_ca = hn_ca.claiming_instance(vn.clone());
+
+        let registry = hn_ca.issue_registry(&Csr::for_registry(&key, &vn).unwrap(), v, now).unwrap();
+        let server = RegistryServerVerifier { cas, instance: vn.clone() };
+        assert_eq!(
+            server.verify(registry.der(), &[], now),
+            Err(PeerRejected::ForeignCa { presented: Box::new(Identity::Registry(vn.clone())) })
+        );
+
+        let admin = hn_ca.issue_admin(&Csr::for_admin(&key, &vn, "An").unwrap(), v, now).unwrap();
+        let client = RegistryClientVerifier { cas: server.cas };
+        assert_eq!(
+            client.verify(admin.der(), &[], now),
+            Err(PeerRejected::ForeignCa { presented: Box::new(Identity::Admin(vn)) })
+        );
+    }
 }

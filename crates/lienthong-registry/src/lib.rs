@@ -1,0 +1,14 @@
+//! The registry of one instance (the national NDXP, or a provincial LGSP): membership, the
+//! service catalogue, access grants, onboarding requests, the instance CA, and the signed,
+//! expiring global configuration it publishes.
+//!
+//! Data never flows through the registry. [`Registry`] is the state machine over a redb store;
+//! [`serve`] exposes it: the configuration over plain HTTP (static, cacheable, signed) and the
+//! management and admin APIs over gRPC with TLS.
+
+mod error;
+mod registry;
+mod store;
+
+pub use error::RegistryError;
+pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
