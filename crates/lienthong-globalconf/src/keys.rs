@@ -56,6 +56,13 @@ impl ConfKey {
     }
 }
 
+impl TryFrom<pb::ConfSigningKey> for ConfKey {
+    type Error = ProtoError;
+    fn try_from(k: pb::ConfSigningKey) -> Result<Self, ProtoError> {
+        Self::from_wire(k, "ConfSigningKey")
+    }
+}
+
 impl From<&ConfKey> for pb::ConfSigningKey {
     fn from(k: &ConfKey) -> Self {
         Self {

@@ -6,9 +6,17 @@
 //! [`serve`] exposes it: the configuration over plain HTTP (static, cacheable, signed) and the
 //! management and admin APIs over gRPC with TLS.
 
+pub mod client;
+mod config;
 mod error;
+mod grpc;
+mod home;
 mod registry;
+mod server;
 mod store;
 
+pub use config::{ConfigError, RegistryConfig};
 pub use error::RegistryError;
+pub use home::{InitOptions, RegistryHome};
 pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
+pub use server::{ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, RunningRegistry, serve, start};

@@ -121,9 +121,53 @@ enum Signer {
 }
 
 impl Registry {
-    /// Opens (creating if needed) the store at `db_path` and publishes a first configuration.
+    /// Opens (creating if needed) the store at `db_path` with the given signing keys, and
+    /// publishes a first configuration if there is a key to sign it.
     pub fn open(
         db_path: &std::path::Path,
+        settings: Settings,
+        ca: CertificateAuthority,
+        conf_keys: Vec<SigningKey>,
+        clock: Clock,
+    ) -> Result<Self, RegistryError> {
+        let store = Store::open(db_path)?;
+        Self::build(store, settings, ca, conf_keys, clock)
+    }
+
+    /// Opens the store and loads the configuration-signing keys it lists (not yet retired)
+    /// through `load`, which reads a key file by name.
+    pub fn open_with_stored_keys(
+        db_path: &std::path::Path,
+        settings: Settings,
+        ca: CertificateAuthority,
+        load: &dyn Fn(&str) -> Result<PrivateKey, RegistryError>,
+        clock: Clock,
+    ) -> Result<Self, RegistryError> {
+        let store = Store::open(db_path)?;
+        let now = clock();
+        let mut keys = Vec::new();
+        for stored in store.read()?.values::<pb::StoredConfKey>(store::CONF_KEYS)? {
+            let wire =
+                stored.key.ok_or_else(|| RegistryError::Invalid("stored signing key is empty".into()))?;
+            let public = ConfKey::try_from(wire)
+                .map_err(|e| RegistryError::Invalid(format!("stored signing key: {e}")))?;
+            if public.valid_until.is_some_and(|until| until <= now) {
+                continue;
+            }
+            let key = load(&stored.key_file)?;
+            if key.public_key() != public.key {
+                return Err(RegistryError::Invalid(format!(
+                    "key file {} does not hold signing key {}",
+                    stored.key_file, public.id
+                )));
+            }
+            keys.push(SigningKey { public, key });
+        }
+        Self::build(store, settings, ca, keys, clock)
+    }
+
+    fn build(
+        store: Store,
         settings: Settings,
         ca: CertificateAuthority,
         conf_keys: Vec<SigningKey>,
@@ -136,10 +180,6 @@ impl Registry {
                 settings.instance
             )));
         }
-        if conf_keys.is_empty() {
-            return Err(invalid("no configuration-signing key"));
-        }
-        let store = Store::open(db_path)?;
         let (published, _) = watch::channel(Arc::new(Published {
             version: 0,
             generated_at: SystemTime::UNIX_EPOCH,
@@ -157,8 +197,24 @@ impl Registry {
             publish_lock: Mutex::new(()),
         };
         registry.bootstrap()?;
-        registry.publish()?;
+        if !registry.conf_keys.lock().expect("conf keys lock").is_empty() {
+            registry.publish()?;
+        }
         Ok(registry)
+    }
+
+    /// The anchor nodes of this instance start from.
+    pub fn anchor(&self, now: SystemTime) -> lienthong_globalconf::Anchor {
+        lienthong_globalconf::Anchor {
+            instance: self.settings.instance.clone(),
+            conf_urls: self.settings.conf_urls.clone(),
+            signing_keys: self
+                .conf_keys()
+                .into_iter()
+                .filter(|k| k.valid_until.is_none_or(|u| u > now))
+                .collect(),
+            generated_at: now,
+        }
     }
 
     /// Records the CA, its certificate and the signing keys' public halves, once.
@@ -188,7 +244,8 @@ impl Registry {
         self.ca.certificate()
     }
 
-    fn now(&self) -> SystemTime {
+    /// The registry's clock.
+    pub fn now(&self) -> SystemTime {
         (self.clock)()
     }
 
@@ -259,7 +316,7 @@ impl Registry {
     fn commit(&self, tx: Tx) -> Result<(), RegistryError> {
         let before = self.current().version;
         let version = tx.commit()?;
-        if version != before {
+        if version != before && !self.conf_keys.lock().expect("conf keys lock").is_empty() {
             self.publish()?;
         }
         Ok(())
