@@ -74,7 +74,13 @@ fn crate_layering_follows_the_brief() {
         ("lienthong-msglog", &["lienthong-types", "lienthong-pki", "lienthong-proto"]),
         (
             "lienthong-registry",
-            &["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-globalconf", "lienthong-msglog"],
+            &[
+                "lienthong-types",
+                "lienthong-proto",
+                "lienthong-pki",
+                "lienthong-globalconf",
+                "lienthong-msglog",
+            ],
         ),
         ("lienthong-audit", &["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-msglog"]),
         (
@@ -117,7 +123,9 @@ fn only_pki_touches_certificate_building_and_the_crypto_provider() {
 #[test]
 fn core_crates_do_no_io() {
     let io_crates = ["tokio", "hyper", "tonic-transport", "redb", "reqwest", "mio"];
-    for name in ["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-globalconf", "lienthong-exchange"] {
+    for name in
+        ["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-globalconf", "lienthong-exchange"]
+    {
         let Some(d) = direct_deps().remove(name) else {
             continue;
         };

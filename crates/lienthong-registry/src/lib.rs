@@ -6,6 +6,7 @@
 //! [`serve`] exposes it: the configuration over plain HTTP (static, cacheable, signed) and the
 //! management and admin APIs over gRPC with TLS.
 
+pub mod admin;
 pub mod client;
 mod config;
 mod error;
@@ -20,3 +21,6 @@ pub use error::RegistryError;
 pub use home::{InitOptions, RegistryHome};
 pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
 pub use server::{ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, RunningRegistry, serve, start};
+
+/// gRPC status codes, for callers matching on the admin API's answers.
+pub use tonic::Code as GrpcCode;

@@ -673,7 +673,7 @@ impl Registry {
         }
         let kind = request.kind.clone().ok_or_else(|| invalid("the request has no kind"))?;
         let signer = self.authenticate(&tx, &signed, &kind)?;
-        let requester = self.check_request(&tx, &kind, &signer)?;
+        let requester = self.check_request(&tx, &request.request_id, &kind, &signer)?;
         let now = self.now();
         let mut stored = pb::StoredRequest {
             signed: Some(signed),
@@ -748,7 +748,7 @@ impl Registry {
             let kind = request.kind.ok_or_else(|| invalid("the request has no kind"))?;
             // The world may have changed since submission: check again, as at submission.
             let signer = self.authenticate(&tx, &signed, &kind)?;
-            self.check_request(&tx, &kind, &signer)?;
+            self.check_request(&tx, request_id, &kind, &signer)?;
             let certificate = self.apply(&mut tx, &kind, &signer)?;
             set_state(&mut stored, pb::RequestState::Approved, reason, now);
             stored.status.as_mut().expect("present").certificate = certificate;
@@ -830,6 +830,7 @@ impl Registry {
     fn check_request(
         &self,
         tx: &Tx,
+        request_id: &str,
         kind: &pb::management_request::Kind,
         signer: &Signer,
     ) -> Result<String, RegistryError> {
@@ -851,7 +852,7 @@ impl Registry {
                 if tx.get::<gc::Node>(store::NODES, &node.to_string())?.is_some() {
                     return Err(RegistryError::Duplicate(format!("node {node} is already registered")));
                 }
-                if let Some(other) = pending_registration(tx, &node)? {
+                if let Some(other) = pending_registration(tx, &node, request_id)? {
                     return Err(RegistryError::Duplicate(format!(
                         "node {node} already has a pending registration ({other})"
                     )));
@@ -1120,10 +1121,11 @@ fn revoke_grant_in(
     Ok(grant)
 }
 
-fn pending_registration(tx: &Tx, node: &NodeId) -> Result<Option<String>, RegistryError> {
+/// Another pending registration of `node` than `request_id`, if any.
+fn pending_registration(tx: &Tx, node: &NodeId, request_id: &str) -> Result<Option<String>, RegistryError> {
     let target: lienthong_proto::types::v1::NodeId = node.into();
     for (id, r) in tx.all::<pb::StoredRequest>(store::REQUESTS)? {
-        if r.status.as_ref().is_none_or(|s| s.state != pb::RequestState::Pending as i32) {
+        if id == request_id || r.status.as_ref().is_none_or(|s| s.state != pb::RequestState::Pending as i32) {
             continue;
         }
         let Some(signed) = r.signed else { continue };
