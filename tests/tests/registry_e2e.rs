@@ -83,10 +83,14 @@ async fn start_registry() -> World {
     let running = within(serve(&config, None, reg_clock)).await.unwrap();
     let ca = Certificate::from_pem(&std::fs::read_to_string(home.ca_cert_path()).unwrap()).unwrap();
     let admin_id = home.admin_identity(None).unwrap();
-    let admin =
-        within(AdminSession::connect(&running.grpc_url(), &admin_id, &[ca.clone()], &config.instance))
-            .await
-            .unwrap();
+    let admin = within(AdminSession::connect(
+        &running.grpc_url(),
+        &admin_id,
+        std::slice::from_ref(&ca),
+        &config.instance,
+    ))
+    .await
+    .unwrap();
     World { _dir: dir, clock, running, home, admin, ca }
 }
 
@@ -282,9 +286,14 @@ async fn the_admin_api_refuses_callers_without_an_administrator_certificate() {
     let w = start_registry().await;
     let instance = w.running.registry.settings().instance.clone();
     let mut anonymous = lienthong_proto::registry::v1::admin_service_client::AdminServiceClient::new(
-        lienthong_registry::client::connect(&w.running.grpc_url(), None, &[w.ca.clone()], &instance)
-            .await
-            .unwrap(),
+        lienthong_registry::client::connect(
+            &w.running.grpc_url(),
+            None,
+            std::slice::from_ref(&w.ca),
+            &instance,
+        )
+        .await
+        .unwrap(),
     );
     let err = within(anonymous.list_members(pb::ListMembersRequest::default())).await.unwrap_err();
     assert_eq!(err.code(), tonic_code_permission_denied());

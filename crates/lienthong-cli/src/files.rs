@@ -29,6 +29,21 @@ pub(crate) struct NewKeyProtection {
     no_passphrase: bool,
 }
 
+impl NewKeyProtection {
+    /// The passphrase to encrypt new keys with; `None` only if `--no-passphrase` was given.
+    pub(crate) fn read(&self) -> Result<Option<Vec<u8>>> {
+        if self.no_passphrase {
+            return Ok(None);
+        }
+        match self.passphrase.read()? {
+            Some(p) => Ok(Some(p)),
+            None => bail!(
+                "a passphrase is needed to protect the new keys: give --passphrase-file, set {PASSPHRASE_ENV}, or pass --no-passphrase"
+            ),
+        }
+    }
+}
+
 impl Passphrase {
     pub(crate) fn read(&self) -> Result<Option<Vec<u8>>> {
         if let Some(path) = &self.passphrase_file {
@@ -61,15 +76,9 @@ pub(crate) fn read_key(path: &Path, pass: &Passphrase) -> Result<PrivateKey> {
 
 /// Writes a new private key, encrypted unless `--no-passphrase`; never overwrites a file.
 pub(crate) fn write_key(path: &Path, key: &PrivateKey, protection: &NewKeyProtection) -> Result<()> {
-    let pem = if protection.no_passphrase {
-        key.to_pem()
-    } else {
-        let Some(pass) = protection.passphrase.read()? else {
-            bail!(
-                "a passphrase is needed to protect the new key: give --passphrase-file, set {PASSPHRASE_ENV}, or pass --no-passphrase"
-            );
-        };
-        key.to_encrypted_pem(&pass)?
+    let pem = match protection.read()? {
+        None => key.to_pem(),
+        Some(pass) => key.to_encrypted_pem(&pass)?,
     };
     write_new(path, pem.as_bytes(), true)
 }

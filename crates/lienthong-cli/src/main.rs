@@ -6,6 +6,7 @@
 mod demo;
 mod files;
 mod pki;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,9 @@ enum Command {
     /// Keys, the instance CA, certificate requests and certificates, by hand.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// The registry of an instance: membership, catalogue, grants, global configuration.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Pki(cmd) => pki::run(cmd),
+        Command::Registry(cmd) => registry::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
