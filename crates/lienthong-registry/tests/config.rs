@@ -17,8 +17,9 @@ fn the_example_configuration_is_valid() {
     assert_eq!(config.globalconf.validity_secs, 600);
     assert!(!config.auto_approve.register_node);
     let settings = config.settings(config.http.listen, config.grpc.listen);
-    assert_eq!(settings.conf_urls, vec!["http://127.0.0.1:5580/globalconf".to_owned()]);
-    assert_eq!(settings.registry_urls, vec!["https://127.0.0.1:5581".to_owned()]);
+    // The example's public URLs name the addresses it listens on.
+    assert_eq!(settings.conf_urls, vec![format!("http://{}/globalconf", config.http.listen)]);
+    assert_eq!(settings.registry_urls, vec![format!("https://{}", config.grpc.listen)]);
 }
 
 fn refused(text: &str) -> String {
