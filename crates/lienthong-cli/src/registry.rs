@@ -37,9 +37,80 @@ pub(crate) enum RegistryCommand {
     /// Access grants: the sharing agreements.
     #[command(subcommand)]
     Grant(GrantCommand),
+    /// Global groups: named sets of clients a grant can name at once.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Other instances whose configuration this one trusts (NDXP <-> LGSP federation).
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+    /// Configuration-signing keys and their rollover. Run with the registry stopped.
+    #[command(subcommand)]
+    ConfKey(ConfKeyCommand),
     /// Inspect or check a signed global configuration.
     #[command(subcommand)]
     Globalconf(GlobalconfCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Create a group or replace its description and members.
+    Put {
+        id: GlobalGroupId,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A client (member or subsystem) in the group (repeatable).
+        #[arg(long = "member")]
+        members: Vec<ClientId>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PartnerCommand {
+    /// Trust another instance, given its anchor file (obtained from its operator).
+    Add {
+        #[arg(long)]
+        anchor: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfKeyCommand {
+    /// Start a rollover: a new key signs alongside the current one and is announced to nodes.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value = "ed25519")]
+        key_type: KeyAlgorithm,
+        #[command(flatten)]
+        passphrase: Passphrase,
+    },
+    /// End a rollover: the key stops signing (once nodes have learned the new one).
+    Retire {
+        /// The key id (SHA-256 of the public key), as `conf-key list` prints it.
+        id: lienthong_pki::Fingerprint,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        passphrase: Passphrase,
+    },
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        passphrase: Passphrase,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +199,14 @@ pub(crate) enum SubsystemCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
     List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Put a node in maintenance (consumers route around it) or take it out (--off).
+    Maintenance {
+        id: NodeId,
+        #[arg(long)]
+        off: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -258,6 +337,7 @@ pub(crate) fn run(cmd: RegistryCommand) -> Result<()> {
         RegistryCommand::Globalconf(GlobalconfCommand::Verify { file, anchor }) => {
             verify_file(&file, &anchor)
         }
+        RegistryCommand::ConfKey(cmd) => conf_key(cmd),
         other => runtime()?.block_on(admin(other)),
     }
 }
@@ -368,6 +448,35 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
                 print_node(&n);
             }
         }
+        RegistryCommand::Node(NodeCommand::Maintenance { id, off, admin }) => {
+            session(&admin).await?.set_maintenance(&id, !off).await?;
+            println!("node {id}: maintenance {}", if off { "off" } else { "on" });
+        }
+        RegistryCommand::Group(GroupCommand::Put { id, description, members, admin }) => {
+            session(&admin).await?.put_global_group(&id, &description, &members).await?;
+            println!("global group {id}: {} members", members.len());
+        }
+        RegistryCommand::Group(GroupCommand::List { admin }) => {
+            for g in session(&admin).await?.list_global_groups().await? {
+                println!("{}  {}", id_str(&g.id), g.description);
+                for m in &g.members {
+                    println!("    {}", id_str(&Some(m.clone())));
+                }
+            }
+        }
+        RegistryCommand::Partner(PartnerCommand::Add { anchor, admin }) => {
+            let text =
+                std::fs::read_to_string(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
+            let anchor = Anchor::from_json(&text).with_context(|| format!("anchor {}", anchor.display()))?;
+            session(&admin).await?.add_federation_partner(&anchor).await?;
+            println!("instance {} is now a federation partner", anchor.instance);
+        }
+        RegistryCommand::Partner(PartnerCommand::List { admin }) => {
+            for p in session(&admin).await?.list_federation_partners().await? {
+                let keys: Vec<String> = p.signing_keys.iter().map(|k| hex_short(&k.key_id)).collect();
+                println!("{}  keys {}  {}", p.instance, keys.join(", "), p.conf_urls.join(", "));
+            }
+        }
         RegistryCommand::Node(NodeCommand::Remove { id, reason, admin }) => {
             session(&admin).await?.remove_node(&id, &reason).await?;
             println!("removed node {id}");
@@ -444,10 +553,48 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
         }
         RegistryCommand::Init(_)
         | RegistryCommand::Serve(_)
+        | RegistryCommand::ConfKey(_)
         | RegistryCommand::Globalconf(GlobalconfCommand::Verify { .. }) => {
             unreachable!("handled in run")
         }
     }
+    Ok(())
+}
+
+/// Key rollover works on the registry's directory directly (the store is locked while it serves).
+fn conf_key(cmd: ConfKeyCommand) -> Result<()> {
+    let (config, passphrase) = match &cmd {
+        ConfKeyCommand::Add { config, passphrase, .. }
+        | ConfKeyCommand::Retire { config, passphrase, .. }
+        | ConfKeyCommand::List { config, passphrase } => (load_config(config)?, passphrase.read()?),
+    };
+    let home = RegistryHome::new(&config.data_dir);
+    let settings = config.settings(config.http.listen, config.grpc.listen);
+    let (registry, _) = home
+        .open(settings, passphrase.as_deref(), system_clock())
+        .context("opening the registry (stop `registry serve` first)")?;
+    let now = SystemTime::now();
+    match cmd {
+        ConfKeyCommand::Add { key_type, .. } => {
+            let (key, file) = home.new_conf_key(key_type, passphrase.as_deref(), now)?;
+            let id = key.public.id;
+            registry.add_conf_key(key, &file)?;
+            home.write_anchor(&registry, now)?;
+            println!("added configuration-signing key {id}; both keys sign until the old one is retired");
+        }
+        ConfKeyCommand::Retire { id, .. } => {
+            registry.retire_conf_key(&id, now)?;
+            home.write_anchor(&registry, now)?;
+            println!("retired configuration-signing key {id}");
+        }
+        ConfKeyCommand::List { .. } => {
+            for k in registry.conf_keys() {
+                let until = k.valid_until.map_or_else(|| "-".to_owned(), rfc3339);
+                println!("{}  {}  from {}  until {until}", k.id, k.key.algorithm(), rfc3339(k.valid_from));
+            }
+        }
+    }
+    println!("anchor: {}", home.anchor_path().display());
     Ok(())
 }
 

@@ -124,3 +124,36 @@ impl Anchor {
         })
     }
 }
+
+impl From<&Anchor> for lienthong_proto::globalconf::v1::Anchor {
+    fn from(a: &Anchor) -> Self {
+        Self {
+            instance: a.instance.to_string(),
+            conf_urls: a.conf_urls.clone(),
+            signing_keys: a.signing_keys.iter().map(Into::into).collect(),
+            generated_at_ms: crate::to_millis(a.generated_at),
+        }
+    }
+}
+
+impl TryFrom<lienthong_proto::globalconf::v1::Anchor> for Anchor {
+    type Error = AnchorError;
+    fn try_from(a: lienthong_proto::globalconf::v1::Anchor) -> Result<Self, AnchorError> {
+        let instance =
+            InstanceId::new(&a.instance).map_err(|e| AnchorError::Invalid(format!("instance: {e}")))?;
+        if a.conf_urls.is_empty() || a.signing_keys.is_empty() {
+            return Err(AnchorError::Invalid("an anchor needs conf_urls and signing_keys".into()));
+        }
+        let signing_keys = a
+            .signing_keys
+            .into_iter()
+            .map(|k| ConfKey::try_from(k).map_err(|e| AnchorError::Invalid(format!("signing key: {e}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            instance,
+            conf_urls: a.conf_urls,
+            signing_keys,
+            generated_at: crate::from_millis(a.generated_at_ms),
+        })
+    }
+}

@@ -1,6 +1,7 @@
 //! The administrator's session: what `lienthong registry member add` and friends call, over the
 //! admin gRPC API. Tests use it too, so they exercise the CLI's code path.
 
+use lienthong_globalconf::Anchor;
 use lienthong_pki::Certificate;
 use lienthong_pki::tls::TlsIdentity;
 use lienthong_proto::globalconf::v1 as gc;
@@ -179,5 +180,46 @@ impl AdminSession {
     ) -> Result<Vec<pb::StoredGrant>, AdminError> {
         let req = pb::ListGrantsRequest { service: service.map(Into::into) };
         Ok(self.client.list_grants(req).await?.into_inner().grants)
+    }
+
+    pub async fn set_maintenance(&mut self, id: &NodeId, maintenance: bool) -> Result<gc::Node, AdminError> {
+        let req = pb::SetMaintenanceRequest { id: Some(id.into()), maintenance };
+        Ok(self.client.set_maintenance(req).await?.into_inner())
+    }
+
+    /// Creates or replaces a global group.
+    pub async fn put_global_group(
+        &mut self,
+        id: &GlobalGroupId,
+        description: &str,
+        members: &[ClientId],
+    ) -> Result<gc::GlobalGroup, AdminError> {
+        let group = gc::GlobalGroup {
+            id: Some(id.into()),
+            description: description.into(),
+            members: members.iter().map(Into::into).collect(),
+        };
+        Ok(self.client.put_global_group(group).await?.into_inner())
+    }
+
+    pub async fn list_global_groups(&mut self) -> Result<Vec<gc::GlobalGroup>, AdminError> {
+        Ok(self.client.list_global_groups(pb::ListGlobalGroupsRequest {}).await?.into_inner().groups)
+    }
+
+    /// Trusts another instance's configuration, given its anchor.
+    pub async fn add_federation_partner(
+        &mut self,
+        anchor: &Anchor,
+    ) -> Result<gc::FederationPartner, AdminError> {
+        Ok(self.client.add_federation_partner(gc::Anchor::from(anchor)).await?.into_inner())
+    }
+
+    pub async fn list_federation_partners(&mut self) -> Result<Vec<gc::FederationPartner>, AdminError> {
+        Ok(self
+            .client
+            .list_federation_partners(pb::ListFederationPartnersRequest {})
+            .await?
+            .into_inner()
+            .partners)
     }
 }

@@ -337,4 +337,55 @@ impl AdminService for AdminApi {
         })
         .await
     }
+
+    async fn set_maintenance(
+        &self,
+        request: Request<pb::SetMaintenanceRequest>,
+    ) -> Result<Response<gc::Node>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let id = required(r.id, "id").map_err(RegistryError::from)?;
+        blocking(&self.registry, move |reg| reg.set_maintenance(&id, r.maintenance)).await
+    }
+
+    async fn put_global_group(
+        &self,
+        request: Request<gc::GlobalGroup>,
+    ) -> Result<Response<gc::GlobalGroup>, Status> {
+        self.authorize(&request)?;
+        let group = request.into_inner();
+        blocking(&self.registry, move |reg| reg.put_global_group(group)).await
+    }
+
+    async fn list_global_groups(
+        &self,
+        request: Request<pb::ListGlobalGroupsRequest>,
+    ) -> Result<Response<pb::ListGlobalGroupsResponse>, Status> {
+        self.authorize(&request)?;
+        blocking(&self.registry, |reg| {
+            reg.list_global_groups().map(|groups| pb::ListGlobalGroupsResponse { groups })
+        })
+        .await
+    }
+
+    async fn add_federation_partner(
+        &self,
+        request: Request<gc::Anchor>,
+    ) -> Result<Response<gc::FederationPartner>, Status> {
+        self.authorize(&request)?;
+        let anchor = lienthong_globalconf::Anchor::try_from(request.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("invalid_request: {e}")))?;
+        blocking(&self.registry, move |reg| reg.add_federation_partner(&anchor)).await
+    }
+
+    async fn list_federation_partners(
+        &self,
+        request: Request<pb::ListFederationPartnersRequest>,
+    ) -> Result<Response<pb::ListFederationPartnersResponse>, Status> {
+        self.authorize(&request)?;
+        blocking(&self.registry, |reg| {
+            reg.list_federation_partners().map(|partners| pb::ListFederationPartnersResponse { partners })
+        })
+        .await
+    }
 }

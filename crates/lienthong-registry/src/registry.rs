@@ -274,12 +274,14 @@ impl Registry {
             return Err(RegistryError::Conflict("no configuration-signing key is valid now".into()));
         }
         let signed = sign(&conf, &signers).map_err(RegistryError::internal)?;
+        let bytes = signed.encode_to_vec();
         let published = Arc::new(Published {
             version: conf.version,
             generated_at: now,
             expires_at: now + self.settings.conf_validity,
-            bytes: signed.encode_to_vec(),
-            etag: format!("\"v{}-{}\"", conf.version, conf.generated_at_ms),
+            // From the content: distinct bytes never share a tag (ECDSA signatures differ per run).
+            etag: format!("\"v{}-{}\"", conf.version, &Fingerprint::of(&bytes).to_string()[..16]),
+            bytes,
         });
         self.published.send_replace(published.clone());
         tracing::debug!(version = conf.version, "published global configuration");
@@ -335,11 +337,12 @@ impl Registry {
 
     /// Ends a rollover: the key stops signing at `at` and is no longer announced after it.
     pub fn retire_conf_key(&self, id: &Fingerprint, at: SystemTime) -> Result<(), RegistryError> {
+        // Same lock order as add_conf_key: the store first, then the keys.
+        let mut tx = self.store.write()?;
         let mut keys = self.conf_keys.lock().expect("conf keys lock");
         if !keys.iter().any(|k| &k.public.id != id && k.public.valid_until.is_none()) {
             return Err(RegistryError::Conflict("add the new key before retiring the last one".into()));
         }
-        let mut tx = self.store.write()?;
         let mut stored: pb::StoredConfKey = tx
             .get(store::CONF_KEYS, &id.to_string())?
             .ok_or_else(|| not_found(format!("signing key {id}")))?;
@@ -470,9 +473,31 @@ impl Registry {
                 tx.put(store::GRANTS, &key, &g)?;
             }
         }
+        for (key, mut s) in tx.all::<gc::Service>(store::SERVICES)? {
+            let owner = s.id.as_ref().and_then(|i| i.subsystem.as_ref()).and_then(|sub| sub.member.as_ref());
+            if owner == Some(&id.into()) && !s.disabled {
+                s.disabled = true;
+                tx.put(store::SERVICES, &key, &s)?;
+            }
+        }
         for (key, mut r) in tx.all::<pb::StoredRequest>(store::REQUESTS)? {
-            let pending = r.status.as_ref().is_some_and(|s| s.state == pb::RequestState::Pending as i32);
-            if pending && r.requester.ends_with(&id.to_string()) {
+            let state = r.status.as_ref().map_or(0, |s| s.state);
+            let request =
+                r.signed.as_ref().and_then(|s| pb::ManagementRequest::decode(s.request.as_slice()).ok());
+            let concerns = request.as_ref().is_some_and(|q| request_concerns(q, id));
+            // Pending requests die with the member; approved ones whose effect was just revoked
+            // (its nodes, its signing certificates) say so.
+            let revoke = concerns
+                && (state == pb::RequestState::Pending as i32
+                    || (state == pb::RequestState::Approved as i32
+                        && matches!(
+                            request.as_ref().and_then(|q| q.kind.as_ref()),
+                            Some(
+                                pb::management_request::Kind::RegisterNode(_)
+                                    | pb::management_request::Kind::IssueSigningCert(_)
+                            )
+                        )));
+            if revoke {
                 set_state(&mut r, pb::RequestState::Revoked, &format!("member {id} closed: {reason}"), now);
                 tx.put(store::REQUESTS, &key, &r)?;
             }
@@ -498,13 +523,15 @@ impl Registry {
         Ok(node)
     }
 
-    pub fn set_maintenance(&self, id: &NodeId, maintenance: bool) -> Result<(), RegistryError> {
+    /// A node in maintenance stays registered but consumers route around it.
+    pub fn set_maintenance(&self, id: &NodeId, maintenance: bool) -> Result<gc::Node, RegistryError> {
         let mut tx = self.store.write()?;
         let mut node: gc::Node =
             tx.get(store::NODES, &id.to_string())?.ok_or_else(|| not_found(format!("node {id}")))?;
         node.maintenance = maintenance;
         tx.put(store::NODES, &id.to_string(), &node)?;
-        self.commit(tx)
+        self.commit(tx)?;
+        Ok(node)
     }
 
     pub fn list_nodes(&self) -> Result<Vec<gc::Node>, RegistryError> {
@@ -525,19 +552,61 @@ impl Registry {
 
     // ----- global groups and federation ---------------------------------------------------
 
-    pub fn add_global_group(&self, group: gc::GlobalGroup) -> Result<(), RegistryError> {
+    /// Creates a global group or replaces it. Members of this instance must exist; members
+    /// of other instances must belong to a federation partner.
+    pub fn put_global_group(&self, group: gc::GlobalGroup) -> Result<gc::GlobalGroup, RegistryError> {
         let id: lienthong_types::GlobalGroupId = required(group.id.clone(), "group")?;
         self.check_instance(&id.instance, "global group")?;
         let mut tx = self.store.write()?;
+        let mut seen = std::collections::BTreeSet::new();
         for m in &group.members {
-            m.clone().into_domain("group member")?;
+            let client: ClientId = m.clone().into_domain("group member")?;
+            self.check_client_exists(&tx, &client)?;
+            if !seen.insert(client.clone()) {
+                return Err(invalid(format!("{client} is listed twice")));
+            }
         }
         tx.put(store::GROUPS, &id.to_string(), &group)?;
-        self.commit(tx)
+        self.commit(tx)?;
+        Ok(group)
+    }
+
+    pub fn list_global_groups(&self) -> Result<Vec<gc::GlobalGroup>, RegistryError> {
+        self.store.read()?.values(store::GROUPS)
+    }
+
+    pub fn list_federation_partners(&self) -> Result<Vec<gc::FederationPartner>, RegistryError> {
+        self.store.read()?.values(store::PARTNERS)
+    }
+
+    /// A client of this instance must be an active member (and subsystem); a client of another
+    /// instance must belong to a federation partner.
+    fn check_client_exists(&self, tx: &Tx, client: &ClientId) -> Result<(), RegistryError> {
+        if client.member().instance == self.settings.instance {
+            let member = active_member(tx, client.member())?;
+            if let Some(sub) = client.subsystem()
+                && !member.subsystems.iter().any(|s| s.code == sub.code.as_str())
+            {
+                return Err(not_found(format!("subsystem {sub}")));
+            }
+        } else if tx
+            .get::<gc::FederationPartner>(store::PARTNERS, client.member().instance.as_str())?
+            .is_none()
+        {
+            return Err(invalid(format!(
+                "instance {} is not a federation partner of {}",
+                client.member().instance,
+                self.settings.instance
+            )));
+        }
+        Ok(())
     }
 
     /// Trusts another instance's configuration (its anchor), e.g. the national NDXP for a province.
-    pub fn add_federation_partner(&self, anchor: &lienthong_globalconf::Anchor) -> Result<(), RegistryError> {
+    pub fn add_federation_partner(
+        &self,
+        anchor: &lienthong_globalconf::Anchor,
+    ) -> Result<gc::FederationPartner, RegistryError> {
         if anchor.instance == self.settings.instance {
             return Err(invalid("an instance cannot federate with itself"));
         }
@@ -548,7 +617,8 @@ impl Registry {
         };
         let mut tx = self.store.write()?;
         tx.put(store::PARTNERS, anchor.instance.as_str(), &partner)?;
-        self.commit(tx)
+        self.commit(tx)?;
+        Ok(partner)
     }
 
     // ----- grants (operator) --------------------------------------------------------------
@@ -607,23 +677,7 @@ impl Registry {
             None => return Err(invalid("a grant needs a client or a global group")),
             Some(gc::access_grant::Subject::Client(c)) => {
                 let client: ClientId = c.clone().into_domain("client")?;
-                if client.member().instance == self.settings.instance {
-                    let member = active_member(tx, client.member())?;
-                    if let Some(sub) = client.subsystem()
-                        && !member.subsystems.iter().any(|s| s.code == sub.code.as_str())
-                    {
-                        return Err(not_found(format!("subsystem {sub}")));
-                    }
-                } else if tx
-                    .get::<gc::FederationPartner>(store::PARTNERS, client.member().instance.as_str())?
-                    .is_none()
-                {
-                    return Err(invalid(format!(
-                        "instance {} is not a federation partner of {}",
-                        client.member().instance,
-                        self.settings.instance
-                    )));
-                }
+                self.check_client_exists(tx, &client)?;
             }
             Some(gc::access_grant::Subject::Group(g)) => {
                 let g: lienthong_types::GlobalGroupId = g.clone().into_domain("group")?;
@@ -1061,6 +1115,23 @@ fn client_member(c: &lienthong_proto::types::v1::ClientId) -> Option<lienthong_p
     match c.kind.as_ref()? {
         Kind::Member(m) => Some(m.clone()),
         Kind::Subsystem(s) => s.member.clone(),
+    }
+}
+
+/// Whether a request is about `member`: its nodes, certificates, subsystems, services or grants.
+fn request_concerns(request: &pb::ManagementRequest, member: &MemberId) -> bool {
+    use pb::management_request::Kind;
+    let m: lienthong_proto::types::v1::MemberId = member.into();
+    let of_service = |s: &Option<lienthong_proto::types::v1::ServiceId>| {
+        s.as_ref().and_then(|s| s.subsystem.as_ref()).and_then(|s| s.member.as_ref()) == Some(&m)
+    };
+    match &request.kind {
+        Some(Kind::RegisterNode(r)) => r.node.as_ref().and_then(|n| n.owner.as_ref()) == Some(&m),
+        Some(Kind::IssueSigningCert(r)) => r.member.as_ref() == Some(&m),
+        Some(Kind::HostSubsystem(r)) => r.subsystem.as_ref().and_then(|s| s.member.as_ref()) == Some(&m),
+        Some(Kind::PublishService(r)) => of_service(&r.service.as_ref().and_then(|s| s.id.clone())),
+        Some(Kind::GrantAccess(g)) => of_service(&g.service),
+        Some(Kind::RevokeAccess(_)) | None => false,
     }
 }
 
