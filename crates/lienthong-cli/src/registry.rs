@@ -394,11 +394,27 @@ async fn serve(a: ServeArgs) -> Result<()> {
     println!("configuration: {}", running.conf_url());
     println!("api: {}", running.grpc_url());
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        () = shutdown_signal() => {}
         () = running.wait() => bail!("the registry stopped unexpectedly"),
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn session(a: &AdminArgs) -> Result<AdminSession> {
