@@ -9,9 +9,11 @@ mod cert;
 mod error;
 mod key;
 mod pem;
+mod seal;
 pub mod tls;
 
 pub use ca::{CertificateAuthority, Csr, Validity};
 pub use cert::{BadFingerprint, CertInfo, Certificate, Fingerprint, Identity};
 pub use error::{CertError, KeyError, PeerRejected, SignatureError};
 pub use key::{KeyAlgorithm, PrivateKey, PublicKey};
+pub use seal::{BODY_KEY_LEN, BodyKey, SealError};

@@ -241,3 +241,23 @@ fn absurd_validity_is_an_error_not_a_panic() {
         assert!(matches!(r, Err(CertError::ValidityOutOfRange { .. })), "{days}: {r:?}");
     }
 }
+
+#[test]
+fn bodies_sealed_at_rest_open_only_with_the_same_key_and_record() {
+    use lienthong_pki::{BodyKey, SealError};
+    let (key, raw) = BodyKey::generate().unwrap();
+    let again = BodyKey::from_bytes(&raw).unwrap();
+    assert_eq!(key.id(), again.id());
+    let (nonce, sealed) = key.seal(b"{\"cccd\":\"012345678901\"}", b"record-1").unwrap();
+    assert_eq!(again.open(&nonce, &sealed, b"record-1").unwrap(), b"{\"cccd\":\"012345678901\"}");
+    assert_eq!(key.open(&nonce, &sealed, b"record-2"), Err(SealError::Open), "bound to its record");
+    let mut flipped = sealed.clone();
+    flipped[0] ^= 1;
+    assert_eq!(key.open(&nonce, &flipped, b"record-1"), Err(SealError::Open));
+    let (other, _) = BodyKey::generate().unwrap();
+    assert_ne!(other.id(), key.id());
+    assert_eq!(other.open(&nonce, &sealed, b"record-1"), Err(SealError::Open));
+    assert_eq!(BodyKey::from_bytes(&[0; 16]).unwrap_err(), SealError::KeyLength(16));
+    let (nonce2, _) = key.seal(b"x", b"").unwrap();
+    assert_ne!(nonce, nonce2, "a fresh nonce per body");
+}
