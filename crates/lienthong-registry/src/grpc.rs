@@ -179,10 +179,13 @@ impl ManagementService for ManagementApi {
 
     async fn witness_checkpoint(
         &self,
-        _request: Request<pb::WitnessRequest>,
+        request: Request<pb::WitnessRequest>,
     ) -> Result<Response<pb::WitnessResponse>, Status> {
-        // Checkpoint witnessing arrives with the message log.
-        Err(Status::unimplemented("unimplemented: checkpoint witnessing is not available yet"))
+        let request = request.into_inner();
+        blocking(&self.registry, move |r| {
+            r.witness(request).map(|checkpoint| pb::WitnessResponse { checkpoint: Some(checkpoint) })
+        })
+        .await
     }
 }
 

@@ -15,6 +15,7 @@ mod home;
 mod registry;
 mod server;
 mod store;
+mod witness;
 
 pub use config::{ConfigError, RegistryConfig};
 pub use error::RegistryError;

@@ -244,6 +244,26 @@ impl Registry {
         self.ca.certificate()
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Signs with the key that co-signs checkpoints: the newest configuration-signing key valid
+    /// now, so anyone holding the anchor can check a co-signature offline.
+    pub(crate) fn with_witness_key<T>(
+        &self,
+        now: SystemTime,
+        f: impl FnOnce(&PrivateKey, Fingerprint) -> T,
+    ) -> Result<T, RegistryError> {
+        let keys = self.conf_keys.lock().expect("conf keys lock");
+        let k = keys
+            .iter()
+            .rev()
+            .find(|k| k.public.is_valid_at(now))
+            .ok_or_else(|| RegistryError::Conflict("no configuration-signing key is valid now".into()))?;
+        Ok(f(&k.key, k.public.id))
+    }
+
     /// The registry's clock.
     pub fn now(&self) -> SystemTime {
         (self.clock)()

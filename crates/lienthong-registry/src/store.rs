@@ -25,8 +25,10 @@ pub(crate) const PARTNERS: Table = TableDefinition::new("federation_partners");
 pub(crate) const CONF_KEYS: Table = TableDefinition::new("conf_signing_keys");
 pub(crate) const APPROVED_CAS: Table = TableDefinition::new("approved_cas");
 pub(crate) const REQUESTS: Table = TableDefinition::new("requests");
+/// The latest checkpoint witnessed for each node (its log's origin).
+pub(crate) const WITNESSED: Table = TableDefinition::new("witnessed_checkpoints");
 
-const ALL: [Table; 13] = [
+const ALL: [Table; 14] = [
     SETTINGS,
     MEMBER_CLASSES,
     MEMBERS,
@@ -40,6 +42,7 @@ const ALL: [Table; 13] = [
     CONF_KEYS,
     APPROVED_CAS,
     REQUESTS,
+    WITNESSED,
 ];
 
 const VERSION: &str = "version";
@@ -140,6 +143,13 @@ impl Tx {
     pub(crate) fn put_bytes(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), RegistryError> {
         self.tx.open_table(table)?.insert(key, value)?;
         self.changed = true;
+        Ok(())
+    }
+
+    /// Commits without touching the configuration version: for state that is not part of the
+    /// configuration (witnessed checkpoints).
+    pub(crate) fn commit_unversioned(self) -> Result<(), RegistryError> {
+        self.tx.commit()?;
         Ok(())
     }
 
