@@ -4,113 +4,25 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use lienthong_globalconf::{Anchor, ConfError, sign_request};
-use lienthong_node::{Clock as NodeClock, ConfClient, ConfClientConfig, Refresh};
+use lienthong_node::Refresh;
 use lienthong_pki::{Certificate, Csr, KeyAlgorithm, PrivateKey};
 use lienthong_proto::globalconf::v1 as gc;
 use lienthong_proto::registry::v1 as pb;
-use lienthong_registry::admin::{AdminSession, GrantTo, NewGrant};
+use lienthong_registry::admin::{GrantTo, NewGrant};
 use lienthong_registry::client::management_client;
-use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegistry, serve};
 use lienthong_types::{ClientId, MemberId, NodeId, ServiceId, SubsystemId};
 use tokio::net::TcpListener;
 
-const STEP: Duration = Duration::from_secs(20);
+mod common;
 
-/// A clock both sides share, so expiry can be reached without waiting.
-#[derive(Clone, Default)]
-struct TestClock(Arc<AtomicI64>);
-
-impl TestClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now() + Duration::from_secs(self.0.load(Ordering::SeqCst) as u64)
-    }
-    fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, f).await.expect("step finished in time")
-}
-
-struct World {
-    _dir: tempfile::TempDir,
-    clock: TestClock,
-    running: RunningRegistry,
-    home: RegistryHome,
-    admin: AdminSession,
-    ca: Certificate,
-}
-
-async fn start_registry() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = r#"
-        instance = "VN"
-        data_dir = "registry"
-        [http]
-        listen = "127.0.0.1:0"
-        [grpc]
-        listen = "127.0.0.1:0"
-        [globalconf]
-        validity_secs = 600
-        refresh_secs = 60
-    "#;
-    let path = dir.path().join("registry.toml");
-    std::fs::write(&path, toml).unwrap();
-    let config = RegistryConfig::load(&path).unwrap();
-    let clock = TestClock::default();
-    let c = clock.clone();
-    let reg_clock: lienthong_registry::Clock = Arc::new(move || c.now());
-    let home = RegistryHome::new(&config.data_dir);
-    let opts = InitOptions {
-        instance: config.instance.clone(),
-        member_classes: vec![("GOV".parse().unwrap(), "State bodies".into())],
-        admin_name: "Quản trị viên".into(),
-        key_algorithm: KeyAlgorithm::Ed25519,
-        passphrase: None,
-    };
-    let placeholder: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    drop(home.init(&opts, config.settings(placeholder, placeholder), reg_clock.clone()).unwrap());
-    let running = within(serve(&config, None, reg_clock)).await.unwrap();
-    let ca = Certificate::from_pem(&std::fs::read_to_string(home.ca_cert_path()).unwrap()).unwrap();
-    let admin_id = home.admin_identity(None).unwrap();
-    let admin = within(AdminSession::connect(
-        &running.grpc_url(),
-        &admin_id,
-        std::slice::from_ref(&ca),
-        &config.instance,
-    ))
-    .await
-    .unwrap();
-    World { _dir: dir, clock, running, home, admin, ca }
-}
-
-fn anchor_with_urls(home: &RegistryHome, urls: Vec<String>) -> Anchor {
-    let mut anchor = Anchor::from_json(&std::fs::read_to_string(home.anchor_path()).unwrap()).unwrap();
-    anchor.conf_urls = urls;
-    anchor
-}
-
-fn conf_client(anchor: Anchor, state: &std::path::Path, clock: &TestClock) -> ConfClient {
-    let mut cfg = ConfClientConfig::new(anchor, state);
-    let c = clock.clone();
-    cfg.clock = NodeClock::from_fn(move || c.now());
-    ConfClient::open(cfg).unwrap()
-}
-
-fn request(id: &str, kind: pb::management_request::Kind) -> pb::ManagementRequest {
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-    pb::ManagementRequest { request_id: id.into(), created_at_ms: created, kind: Some(kind) }
-}
+use common::{anchor_with_urls, conf_client, request, start_registry, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_and_sees_grants_through_verified_configurations() {

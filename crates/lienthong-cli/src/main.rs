@@ -5,6 +5,7 @@
 
 mod demo;
 mod files;
+mod log;
 mod pki;
 mod registry;
 
@@ -27,6 +28,9 @@ enum Command {
     /// Keys, the instance CA, certificate requests and certificates, by hand.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// The message log: verify, show, export.
+    #[command(subcommand)]
+    Log(log::LogCommand),
     /// The registry of an instance: membership, catalogue, grants, global configuration.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Log(cmd) => log::run(cmd),
         Command::Pki(cmd) => pki::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
     };

@@ -1,6 +1,7 @@
 //! Checkpoints: a node signs "my log `origin` has `size` leaves with root `root` at `time`"; a
 //! registry that checked consistency with the previous checkpoint it saw adds a witness
-//! co-signature. Both signatures cover `CHECKPOINT_CONTEXT || checkpoint bytes`.
+//! co-signature. Each signature covers `CHECKPOINT_CONTEXT || role (1 byte) || signed_at_ms (8
+//! bytes, big-endian) || checkpoint bytes`, so who signed in which role and when is signed too.
 
 use lienthong_pki::{Fingerprint, KeyAlgorithm, PrivateKey, PublicKey};
 use lienthong_proto::msglog::v1 as pb;
@@ -47,8 +48,9 @@ impl Checkpoint {
     }
 }
 
-fn signed_message(checkpoint: &[u8]) -> Vec<u8> {
-    [CHECKPOINT_CONTEXT, checkpoint].concat()
+fn signed_message(checkpoint: &[u8], role: i32, signed_at_ms: i64) -> Vec<u8> {
+    let role = u8::try_from(role).unwrap_or(u8::MAX);
+    [CHECKPOINT_CONTEXT, &[role], &signed_at_ms.to_be_bytes(), checkpoint].concat()
 }
 
 fn algorithm(alg: KeyAlgorithm) -> types_pb::SignatureAlgorithm {
@@ -67,7 +69,9 @@ fn signature(
     signer: &str,
     now_ms: i64,
 ) -> Result<pb::CheckpointSignature, LogError> {
-    let value = key.sign(&signed_message(message)).map_err(|e| LogError::Signature(e.to_string()))?;
+    let value = key
+        .sign(&signed_message(message, role as i32, now_ms))
+        .map_err(|e| LogError::Signature(e.to_string()))?;
     Ok(pb::CheckpointSignature {
         role: role as i32,
         signer: signer.to_owned(),
@@ -108,7 +112,7 @@ pub fn add_witness_signature(
 
 fn check(sig: &pb::CheckpointSignature, message: &[u8], key: &PublicKey) -> Result<(), LogError> {
     let value = sig.signature.as_ref().map(|s| s.value.as_slice()).unwrap_or_default();
-    key.verify(&signed_message(message), value).map_err(|_| {
+    key.verify(&signed_message(message, sig.role, sig.signed_at_ms), value).map_err(|_| {
         LogError::Signature(format!("{} signature by {} does not verify", role_name(sig.role), sig.signer))
     })
 }

@@ -5,16 +5,24 @@
 //! - [`merkle`]: hashing, inclusion and consistency proofs, offline verification;
 //! - [`store`]: the [`LogStore`] trait, [`MemStore`] and the durable [`RedbStore`];
 //! - [`MessageLog`]: group-committed appends, the tree head, proofs, checkpoints;
-//! - [`checkpoint`]: signing, witnessing and verifying checkpoints.
+//! - [`checkpoint`]: signing, witnessing and verifying checkpoints;
+//! - [`verify`]: offline verification of a whole store;
+//! - [`archive`]: portable, offline-verifiable exports of a range of records.
 
+pub mod archive;
 pub mod checkpoint;
 mod error;
 mod log;
 pub mod merkle;
 pub mod record;
+pub mod retention;
 pub mod store;
+pub mod verify;
+pub mod witness;
 
+pub use archive::{ARCHIVE_FORMAT, ArchiveReport, ExportError, export, verify_archive, verify_archive_bytes};
 pub use error::LogError;
 pub use log::{Appended, CheckpointSigner, Head, LogConfig, MessageLog};
 pub use record::{BodyPolicy, Entry};
 pub use store::{LOG_FILE, LogStore, MemStore, RedbStore};
+pub use verify::{Report, VerifyError, WitnessKey, verify_store};

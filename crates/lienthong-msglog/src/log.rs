@@ -129,11 +129,24 @@ impl MessageLog {
     }
 
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        self.check_size(size)?;
         Ok(merkle::inclusion_proof(&StoreNodes(&*self.shared.store), index, size)?)
     }
 
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
+        self.check_size(new_size)?;
         Ok(merkle::consistency_proof(&StoreNodes(&*self.shared.store), old_size, new_size)?)
+    }
+
+    /// A proof is only for a tree the log has: the nodes a proof for a larger size needs may all
+    /// exist already (the proof never reads the leaf itself), which would yield a "proof" for
+    /// records that were never logged.
+    fn check_size(&self, size: u64) -> Result<(), LogError> {
+        let head = self.head().size;
+        if size > head {
+            return Err(LogError::NoSuchRecord { index: size - 1, size: head });
+        }
+        Ok(())
     }
 
     /// Signs and keeps a checkpoint of the current head.
@@ -151,7 +164,14 @@ impl MessageLog {
         };
         let signed = sign_checkpoint(&checkpoint, &signer.key, signer.certificate.fingerprint(), now_ms)?;
         self.shared.store.put_certificate(signer.certificate.der())?;
-        self.shared.store.put_checkpoint(head.size, &signed)?;
+        // A witnessed checkpoint of the same size is better evidence than a fresh unwitnessed
+        // one: keep it.
+        let witnessed_already = self.shared.store.checkpoints()?.iter().any(|c| {
+            crate::checkpoint::is_witnessed(c) && Checkpoint::decode(c).is_ok_and(|c| c.size == head.size)
+        });
+        if !witnessed_already {
+            self.shared.store.put_checkpoint(head.size, &signed)?;
+        }
         Ok(signed)
     }
 

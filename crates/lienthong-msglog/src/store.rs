@@ -130,6 +130,10 @@ impl LogStore for MemStore {
     }
 
     fn by_time(&self, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<u64>, LogError> {
+        if from_ms >= to_ms {
+            // An empty or reversed range (BTreeSet::range would panic on a reversed one).
+            return Ok(Vec::new());
+        }
         let m = self.lock();
         Ok(m.time.range((from_ms, 0)..(to_ms, 0)).take(limit).map(|(_, i)| *i).collect())
     }

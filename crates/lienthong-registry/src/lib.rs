@@ -22,6 +22,7 @@ pub use error::RegistryError;
 pub use home::{InitOptions, RegistryHome};
 pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
 pub use server::{ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, RunningRegistry, serve, start};
+pub use witness::LocalWitness;
 
 /// gRPC status codes, for callers matching on the admin API's answers.
 pub use tonic::Code as GrpcCode;

@@ -1,0 +1,112 @@
+//! Getting checkpoints witnessed: the node signs its head, sends it with a consistency proof
+//! from the last checkpoint the witness co-signed, and keeps the co-signed copy. The transport is
+//! the caller's ([`Witness`]): gRPC to the registry in a node, a direct call in tests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_proto::msglog::v1 as pb;
+use lienthong_proto::registry::v1::WitnessRequest;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::{Checkpoint, is_witnessed};
+use crate::error::LogError;
+use crate::log::{CheckpointSigner, MessageLog};
+
+/// A boxed future, so [`Witness`] stays object-safe.
+pub type WitnessFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<pb::SignedCheckpoint, LogError>> + Send + 'a>>;
+
+/// Something that co-signs checkpoints (the registry).
+pub trait Witness: Send + Sync {
+    fn witness(&self, request: WitnessRequest) -> WitnessFuture<'_>;
+}
+
+/// The newest checkpoint in the store that carries a witness co-signature.
+pub fn last_witnessed(log: &MessageLog) -> Result<Option<Checkpoint>, LogError> {
+    let mut checkpoints = log.store().checkpoints()?;
+    checkpoints.retain(is_witnessed);
+    checkpoints.last().map(Checkpoint::decode).transpose()
+}
+
+/// Signs the current head, has it co-signed and stores the co-signed copy. The request carries a
+/// consistency proof from the last witnessed checkpoint, so the witness can check that this
+/// history extends the one it already vouched for.
+pub async fn checkpoint_and_witness(
+    log: &MessageLog,
+    signer: &CheckpointSigner,
+    witness: &dyn Witness,
+    now_ms: i64,
+) -> Result<pb::SignedCheckpoint, LogError> {
+    let previous = last_witnessed(log)?;
+    let signed = log.checkpoint(signer, now_ms)?;
+    let size = Checkpoint::decode(&signed)?.size;
+    let proof = match previous {
+        Some(old) if old.size > 0 && old.size < size => Some(pb::ConsistencyProof {
+            old_size: old.size,
+            new_size: size,
+            hashes: log.consistency_proof(old.size, size)?.iter().map(|h| h.to_vec()).collect(),
+        }),
+        _ => None,
+    };
+    let cosigned = witness.witness(WitnessRequest { checkpoint: Some(signed.clone()), proof }).await?;
+    if cosigned.checkpoint != signed.checkpoint || !is_witnessed(&cosigned) {
+        return Err(LogError::Checkpoint("the witness returned a different or unsigned checkpoint".into()));
+    }
+    log.store().put_checkpoint(size, &cosigned)?;
+    Ok(cosigned)
+}
+
+/// A background task that checkpoints every `interval` when the log has grown, and has each
+/// checkpoint witnessed if a witness is given. Stop it with [`Checkpointer::stop`].
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    pub fn spawn(
+        log: Arc<MessageLog>,
+        signer: CheckpointSigner,
+        witness: Option<Arc<dyn Witness>>,
+        interval: Duration,
+        now_ms: impl Fn() -> i64 + Send + Sync + 'static,
+    ) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_size = None;
+            loop {
+                tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => return,
+                    _ = ticker.tick() => {}
+                }
+                let size = log.head().size;
+                if last_size == Some(size) {
+                    continue;
+                }
+                let result = match &witness {
+                    Some(w) => checkpoint_and_witness(&log, &signer, w.as_ref(), now_ms()).await.map(|_| ()),
+                    None => log.checkpoint(&signer, now_ms()).map(|_| ()),
+                };
+                match result {
+                    Ok(()) => last_size = Some(size),
+                    // Retried at the next tick; the signed checkpoint is kept either way.
+                    Err(e) => tracing::warn!(error = %e, size, "checkpoint not witnessed"),
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the task and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
