@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use lienthong_globalconf::Anchor;
 use lienthong_msglog::merkle::Hash;
-use lienthong_msglog::{LOG_FILE, LogStore, RedbStore, WitnessKey};
+use std::sync::Arc;
+
+use lienthong_msglog::{LogStore, WitnessKey};
 use lienthong_proto::convert::IntoDomain;
 use lienthong_proto::msglog::v1 as pb;
 use lienthong_proto::types::v1 as types_pb;
@@ -100,12 +102,14 @@ pub(crate) fn run(cmd: LogCommand) -> Result<()> {
     }
 }
 
-/// Opens an existing log; never creates one where there is none.
-fn open_log(dir: &Path) -> Result<RedbStore> {
-    if !dir.join(LOG_FILE).is_file() {
-        bail!("{}: no message log here (no {LOG_FILE}); give a node's log directory", dir.display());
+/// Opens an existing log (segment files or a single redb file); never creates one where there is
+/// none.
+fn open_log(dir: &Path) -> Result<Arc<dyn LogStore>> {
+    if !dir.is_dir() {
+        bail!("{}: no message log here (not a directory); give a node's log directory", dir.display());
     }
-    RedbStore::open_dir(dir).with_context(|| format!("opening the message log in {}", dir.display()))
+    lienthong_msglog::open_existing(dir)
+        .with_context(|| format!("opening the message log in {}", dir.display()))
 }
 
 fn witness_keys(arg: &AnchorArg) -> Result<Option<Vec<WitnessKey>>> {
@@ -144,7 +148,7 @@ fn verify(args: &VerifyArgs) -> Result<()> {
             eprint!("\rverifying: {percent:3}% ({done} of {total} records)");
         }
     };
-    let result = lienthong_msglog::verify_store(&store, keys.as_deref(), &mut progress);
+    let result = lienthong_msglog::verify_store(&*store, keys.as_deref(), &mut progress);
     if tty && shown.is_some() {
         eprintln!();
     }
@@ -204,7 +208,7 @@ fn export(args: &ExportArgs) -> Result<()> {
         bail!("{} already exists; refusing to overwrite it", args.out.display());
     }
     let store = open_log(&args.dir)?;
-    let archive = lienthong_msglog::export(&store, args.from, args.to)
+    let archive = lienthong_msglog::export(&*store, args.from, args.to)
         .with_context(|| format!("exporting records {}..{}", args.from, args.to))?;
     let size = archive.proofs.first().map_or(0, |p| p.tree_size);
     files::write_new(&args.out, &archive.encode_to_vec(), false)?;

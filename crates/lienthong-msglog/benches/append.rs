@@ -2,12 +2,13 @@
 //!
 //!     cargo bench -p lienthong-msglog --bench append
 //!
-//! A `MessageLog` over a `RedbStore` on the real disk (`target/tmp`, or `LIENTHONG_BENCH_DIR`;
+//! For each store (`LIENTHONG_BENCH_STORES`, default `redb,segment`: `RedbStore` and
+//! `SegmentStore`), a `MessageLog` over it on the real disk (`target/tmp`, or `LIENTHONG_BENCH_DIR`;
 //! the file system type and the measured fsync latency are printed, so a tmpfs run is
 //! recognisable), 1 KiB records, N concurrent writers (tokio tasks on a multi-thread runtime),
 //! each appending one record at a time and waiting for it to be durable, for a fixed duration
 //! per N (`LIENTHONG_BENCH_SECS`, default 3; writer counts from `LIENTHONG_BENCH_WRITERS`,
-//! default `1,16,64,256`). Then the store alone: `RedbStore::append` of prebuilt batches of 64
+//! default `1,16,64,256`). Then the store alone: `LogStore::append` of prebuilt batches of 64
 //! and 1024 records, the ceiling of group commit at that batch size. Then verification: reopen
 //! the largest log, read every record back, recompute its leaf hash and the root, and compare
 //! with the stored tree.
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_msglog::merkle::{self, Frontier};
 use lienthong_msglog::record::attach_body;
-use lienthong_msglog::{BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore};
+use lienthong_msglog::{BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore, SegmentStore};
 use lienthong_proto::msglog::v1 as pb;
 use lienthong_types::{ClientId, ServiceId};
 
@@ -102,6 +103,15 @@ fn fsync_probe(dir: &Path) -> [Duration; 3] {
     probes
 }
 
+/// Opens a store of kind `kind` (`redb` or `segment`) in `dir`.
+fn open_store(kind: &str, dir: &Path) -> Arc<dyn LogStore> {
+    match kind {
+        "redb" => Arc::new(RedbStore::open_dir(dir).unwrap()),
+        "segment" => Arc::new(SegmentStore::open_dir(dir).unwrap()),
+        other => panic!("LIENTHONG_BENCH_STORES: unknown store {other:?} (redb, segment)"),
+    }
+}
+
 struct Run {
     writers: usize,
     records: u64,
@@ -111,9 +121,9 @@ struct Run {
     dir: tempfile::TempDir,
 }
 
-fn append_run(base: &Path, writers: usize, duration: Duration) -> Run {
+fn append_run(base: &Path, kind: &str, writers: usize, duration: Duration) -> Run {
     let dir = tempfile::tempdir_in(base).unwrap();
-    let store = Arc::new(RedbStore::open_dir(dir.path()).unwrap());
+    let store = open_store(kind, dir.path());
     let log = Arc::new(MessageLog::open(store, LogConfig::default()).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (latencies, elapsed) = runtime.block_on(async {
@@ -152,13 +162,13 @@ fn append_run(base: &Path, writers: usize, duration: Duration) -> Run {
     Run { writers, records, elapsed, p50, p99, dir }
 }
 
-/// The store alone, without the log or any task: `RedbStore::append` of prebuilt batches of
+/// The store alone, without the log or any task: `LogStore::append` of prebuilt batches of
 /// `batch` records (with their tree nodes), one durable commit each: the ceiling the log's group
 /// commit can reach when every batch is exactly that large (only the time inside `append`
 /// counts, not building the records).
-fn store_run(base: &Path, batch: usize, duration: Duration) -> (u64, Duration) {
+fn store_run(base: &Path, kind: &str, batch: usize, duration: Duration) -> (u64, Duration) {
     let dir = tempfile::tempdir_in(base).unwrap();
-    let store = RedbStore::open_dir(dir.path()).unwrap();
+    let store = open_store(kind, dir.path());
     let mut frontier = Frontier::new();
     let start = Instant::now();
     let mut in_store = Duration::ZERO;
@@ -177,9 +187,10 @@ fn store_run(base: &Path, batch: usize, duration: Duration) -> (u64, Duration) {
 }
 
 /// Reads every record back, recomputes leaf hashes and the root; returns (records, elapsed).
-fn verify_run(dir: &Path) -> (u64, Duration) {
-    let store = RedbStore::open_dir(dir).unwrap();
-    let expected = merkle::root(&lienthong_msglog::store::StoreNodes(&store), store.size().unwrap()).unwrap();
+fn verify_run(kind: &str, dir: &Path) -> (u64, Duration) {
+    let store = open_store(kind, dir);
+    let expected =
+        merkle::root(&lienthong_msglog::store::StoreNodes(&*store), store.size().unwrap()).unwrap();
     let start = Instant::now();
     let size = store.size().unwrap();
     let mut frontier = Frontier::new();
@@ -226,44 +237,52 @@ fn main() {
         std::thread::available_parallelism().map_or_else(|_| "?".into(), |n| n.to_string())
     );
     println!("records:    {record_bytes} bytes encoded, {secs} s per writer count, durable before acked");
-    println!();
-    println!("{:>8} {:>10} {:>12} {:>10} {:>10}", "writers", "records", "records/s", "p50 ms", "p99 ms");
-    let mut largest: Option<Run> = None;
-    for w in writers {
-        let run = append_run(&base, w, Duration::from_secs_f64(secs));
-        println!(
-            "{:>8} {:>10} {:>12.0} {:>10.3} {:>10.3}",
-            run.writers,
-            run.records,
-            run.records as f64 / run.elapsed.as_secs_f64(),
-            ms(run.p50),
-            ms(run.p99)
-        );
-        if largest.as_ref().is_none_or(|l| run.records > l.records) {
-            largest = Some(run);
-        }
-    }
-    println!();
-    println!("store alone (RedbStore::append of prebuilt batches, one commit each):");
-    println!("{:>8} {:>10} {:>12} {:>14}", "batch", "records", "records/s", "ms per commit");
-    for batch in [64, 1024] {
-        let (records, elapsed) = store_run(&base, batch, Duration::from_secs_f64(secs));
-        println!(
-            "{:>8} {:>10} {:>12.0} {:>14.3}",
-            batch,
-            records,
-            records as f64 / elapsed.as_secs_f64(),
-            ms(elapsed) / (records / batch as u64) as f64
-        );
-    }
-    if let Some(run) = largest {
-        let (records, elapsed) = verify_run(run.dir.path());
+    let stores: Vec<String> = std::env::var("LIENTHONG_BENCH_STORES")
+        .unwrap_or_else(|_| "redb,segment".into())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    for kind in &stores {
         println!();
-        println!(
-            "verify: {records} records read back, leaf hashes and root recomputed in {:.0} ms: {:.0} records/s ({:.0} MiB/s)",
-            ms(elapsed),
-            records as f64 / elapsed.as_secs_f64(),
-            (records as f64 * record_bytes as f64) / elapsed.as_secs_f64() / (1024.0 * 1024.0)
-        );
+        println!("== {kind} ==");
+        println!("{:>8} {:>10} {:>12} {:>10} {:>10}", "writers", "records", "records/s", "p50 ms", "p99 ms");
+        let mut largest: Option<Run> = None;
+        for &w in &writers {
+            let run = append_run(&base, kind, w, Duration::from_secs_f64(secs));
+            println!(
+                "{:>8} {:>10} {:>12.0} {:>10.3} {:>10.3}",
+                run.writers,
+                run.records,
+                run.records as f64 / run.elapsed.as_secs_f64(),
+                ms(run.p50),
+                ms(run.p99)
+            );
+            if largest.as_ref().is_none_or(|l| run.records > l.records) {
+                largest = Some(run);
+            }
+        }
+        println!();
+        println!("store alone ({kind}: LogStore::append of prebuilt batches):");
+        println!("{:>8} {:>10} {:>12} {:>14}", "batch", "records", "records/s", "ms per append");
+        for batch in [64, 1024] {
+            let (records, elapsed) = store_run(&base, kind, batch, Duration::from_secs_f64(secs));
+            println!(
+                "{:>8} {:>10} {:>12.0} {:>14.3}",
+                batch,
+                records,
+                records as f64 / elapsed.as_secs_f64(),
+                ms(elapsed) / (records / batch as u64) as f64
+            );
+        }
+        if let Some(run) = largest {
+            let (records, elapsed) = verify_run(kind, run.dir.path());
+            println!();
+            println!(
+                "verify ({kind}): {records} records read back, leaf hashes and root recomputed in {:.0} ms: {:.0} records/s ({:.0} MiB/s)",
+                ms(elapsed),
+                records as f64 / elapsed.as_secs_f64(),
+                (records as f64 * record_bytes as f64) / elapsed.as_secs_f64() / (1024.0 * 1024.0)
+            );
+        }
     }
 }

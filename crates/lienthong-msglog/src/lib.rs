@@ -4,6 +4,7 @@
 //! - [`record`]: the `LogRecord` leaf and its body policy (full, metadata only, encrypted);
 //! - [`merkle`]: hashing, inclusion and consistency proofs, offline verification;
 //! - [`store`]: the [`LogStore`] trait, [`MemStore`] and the durable [`RedbStore`];
+//! - [`segment`]: the durable [`SegmentStore`]: append-only segment files with a redb index;
 //! - [`MessageLog`]: group-committed appends, the tree head, proofs, checkpoints;
 //! - [`checkpoint`]: signing, witnessing and verifying checkpoints;
 //! - [`verify`]: offline verification of a whole store;
@@ -16,6 +17,7 @@ mod log;
 pub mod merkle;
 pub mod record;
 pub mod retention;
+pub mod segment;
 pub mod store;
 pub mod verify;
 pub mod witness;
@@ -24,5 +26,6 @@ pub use archive::{ARCHIVE_FORMAT, ArchiveReport, ExportError, export, verify_arc
 pub use error::LogError;
 pub use log::{Appended, CheckpointSigner, Head, LogConfig, MessageLog};
 pub use record::{BodyPolicy, Entry};
-pub use store::{LOG_FILE, LogStore, MemStore, RedbStore};
+pub use segment::{SegmentConfig, SegmentStore};
+pub use store::{LOG_FILE, LogStore, MemStore, RedbStore, open_existing};
 pub use verify::{Report, VerifyError, WitnessKey, verify_store};

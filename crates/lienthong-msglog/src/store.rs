@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lienthong_proto::msglog::v1 as pb;
 use prost::Message;
@@ -211,6 +211,42 @@ fn st<E: std::fmt::Display>(e: E) -> LogError {
     LogError::storage(e)
 }
 
+/// Checkpoints and signer certificates are kept the same way by both redb-backed stores.
+pub(crate) fn write_checkpoint(
+    tx: &redb::WriteTransaction,
+    size: u64,
+    signed: &pb::SignedCheckpoint,
+) -> Result<(), LogError> {
+    tx.open_table(CHECKPOINTS).map_err(st)?.insert(size, signed.encode_to_vec().as_slice()).map_err(st)?;
+    Ok(())
+}
+
+pub(crate) fn write_certificate(tx: &redb::WriteTransaction, der: &[u8]) -> Result<(), LogError> {
+    tx.open_table(CERTIFICATES).map_err(st)?.insert(der, ()).map_err(st)?;
+    Ok(())
+}
+
+pub(crate) fn read_checkpoints(db: &impl ReadableDatabase) -> Result<Vec<pb::SignedCheckpoint>, LogError> {
+    let tx = db.begin_read().map_err(st)?;
+    let t = tx.open_table(CHECKPOINTS).map_err(st)?;
+    let mut out = Vec::new();
+    for item in t.iter().map_err(st)? {
+        let (_, v) = item.map_err(st)?;
+        out.push(pb::SignedCheckpoint::decode(v.value()).map_err(|e| LogError::Malformed(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn read_certificates(db: &impl ReadableDatabase) -> Result<Vec<Vec<u8>>, LogError> {
+    let tx = db.begin_read().map_err(st)?;
+    let t = tx.open_table(CERTIFICATES).map_err(st)?;
+    let mut out = Vec::new();
+    for item in t.iter().map_err(st)? {
+        out.push(item.map_err(st)?.0.value().to_vec());
+    }
+    Ok(out)
+}
+
 /// The file name of a node's log inside its log directory.
 pub const LOG_FILE: &str = "msglog.redb";
 
@@ -339,40 +375,22 @@ impl LogStore for RedbStore {
 
     fn put_checkpoint(&self, size: u64, signed: &pb::SignedCheckpoint) -> Result<(), LogError> {
         let tx = self.db.begin_write().map_err(st)?;
-        tx.open_table(CHECKPOINTS)
-            .map_err(st)?
-            .insert(size, signed.encode_to_vec().as_slice())
-            .map_err(st)?;
+        write_checkpoint(&tx, size, signed)?;
         tx.commit().map_err(st)
     }
 
     fn checkpoints(&self) -> Result<Vec<pb::SignedCheckpoint>, LogError> {
-        let tx = self.db.begin_read().map_err(st)?;
-        let t = tx.open_table(CHECKPOINTS).map_err(st)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(st)? {
-            let (_, v) = item.map_err(st)?;
-            out.push(
-                pb::SignedCheckpoint::decode(v.value()).map_err(|e| LogError::Malformed(e.to_string()))?,
-            );
-        }
-        Ok(out)
+        read_checkpoints(&self.db)
     }
 
     fn put_certificate(&self, der: &[u8]) -> Result<(), LogError> {
         let tx = self.db.begin_write().map_err(st)?;
-        tx.open_table(CERTIFICATES).map_err(st)?.insert(der, ()).map_err(st)?;
+        write_certificate(&tx, der)?;
         tx.commit().map_err(st)
     }
 
     fn certificates(&self) -> Result<Vec<Vec<u8>>, LogError> {
-        let tx = self.db.begin_read().map_err(st)?;
-        let t = tx.open_table(CERTIFICATES).map_err(st)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(st)? {
-            out.push(item.map_err(st)?.0.value().to_vec());
-        }
-        Ok(out)
+        read_certificates(&self.db)
     }
 
     fn prune(&self, before: u64) -> Result<u64, LogError> {
@@ -393,5 +411,27 @@ impl LogStore for RedbStore {
         };
         tx.commit().map_err(st)?;
         Ok(dropped)
+    }
+}
+
+/// Opens the durable log a directory already holds: a [`SegmentStore`](crate::SegmentStore)
+/// (a `segments` directory) or a [`RedbStore`] ([`LOG_FILE`]). Refuses a directory with neither
+/// (or, ambiguously, both) and creates nothing there.
+pub fn open_existing(dir: &Path) -> Result<Arc<dyn LogStore>, LogError> {
+    let segments = dir.join(crate::segment::SEGMENTS_DIR).is_dir();
+    let redb = dir.join(LOG_FILE).is_file();
+    match (segments, redb) {
+        (true, false) => Ok(Arc::new(crate::SegmentStore::open_dir(dir)?)),
+        (false, true) => Ok(Arc::new(RedbStore::open_dir(dir)?)),
+        (true, true) => Err(LogError::Storage(format!(
+            "{}: holds both a segment log ({}) and a redb log ({LOG_FILE}); move one away",
+            dir.display(),
+            crate::segment::SEGMENTS_DIR
+        ))),
+        (false, false) => Err(LogError::Storage(format!(
+            "{}: no message log here (neither {}/ nor {LOG_FILE})",
+            dir.display(),
+            crate::segment::SEGMENTS_DIR
+        ))),
     }
 }

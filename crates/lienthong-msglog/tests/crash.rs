@@ -3,6 +3,7 @@
 //! moment, reopens the store and checks that every acknowledged record is there, intact, at the
 //! index it was acknowledged at, that the tree is whole, and that the log takes new appends.
 //! Rounds accumulate in one directory, so later rounds also reopen logs that were killed before.
+//! Runs against both durable stores: `RedbStore` and `SegmentStore`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
@@ -16,11 +17,13 @@ use std::time::{Duration, Instant};
 use lienthong_msglog::merkle::{self, MemNodes};
 use lienthong_msglog::record::{attach_body, decode_record};
 use lienthong_msglog::store::StoreNodes;
-use lienthong_msglog::{BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore};
+use lienthong_msglog::{BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore, SegmentStore};
 use lienthong_proto::msglog::v1 as pb;
 
 /// Selects the child role: the directory of the log it writes.
 const CHILD_ENV: &str = "LIENTHONG_CRASH_CHILD";
+/// Which store the child opens: `redb` or `segment`.
+const STORE_ENV: &str = "LIENTHONG_CRASH_STORE";
 const CHILD_TEST: &str = "crash_child_appends_until_killed";
 const WRITERS: usize = 32;
 const ROUNDS: usize = 5;
@@ -48,6 +51,15 @@ fn record_for(message_id: &str) -> pb::LogRecord {
     r
 }
 
+/// Opens the durable store of kind `kind` (`redb` or `segment`) in `dir`.
+fn open_store(kind: &str, dir: &Path) -> Arc<dyn LogStore> {
+    match kind {
+        "redb" => Arc::new(RedbStore::open_dir(dir).unwrap()),
+        "segment" => Arc::new(SegmentStore::open_dir(dir).unwrap()),
+        other => panic!("unknown store kind {other:?}"),
+    }
+}
+
 fn random() -> u64 {
     std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
@@ -55,14 +67,15 @@ fn random() -> u64 {
 /// The child: appends from `WRITERS` tasks until killed (or `CHILD_LIMIT`), printing
 /// `ack <message id> <index>` once each append has returned.
 #[test]
-#[ignore = "run by crash::acknowledged_records_survive_sigkill in a child process"]
+#[ignore = "run by crash::acknowledged_records_survive_sigkill{,_segment_store} in a child process"]
 fn crash_child_appends_until_killed() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return; // run by hand with --ignored: nothing to do
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
-        let store = Arc::new(RedbStore::open_dir(Path::new(&dir)).unwrap());
+        let kind = std::env::var(STORE_ENV).unwrap_or_else(|_| "redb".into());
+        let store = open_store(&kind, Path::new(&dir));
         let log = Arc::new(MessageLog::open(store, LogConfig::default()).unwrap());
         let started = Instant::now();
         let pid = std::process::id();
@@ -89,10 +102,11 @@ fn crash_child_appends_until_killed() {
 }
 
 /// One round: runs the child, kills it, returns what it acknowledged (message id, index).
-fn run_child_and_kill(dir: &Path, round: usize) -> Vec<(String, u64)> {
+fn run_child_and_kill(kind: &str, dir: &Path, round: usize) -> Vec<(String, u64)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
         .env(CHILD_ENV, dir)
+        .env(STORE_ENV, kind)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -147,8 +161,8 @@ fn run_child_and_kill(dir: &Path, round: usize) -> Vec<(String, u64)> {
 }
 
 /// Reopens the store after a kill and checks everything acknowledged so far.
-fn check_after_crash(dir: &Path, acked: &BTreeMap<u64, String>, round: usize) -> u64 {
-    let store: Arc<dyn LogStore> = Arc::new(RedbStore::open_dir(dir).unwrap());
+fn check_after_crash(kind: &str, dir: &Path, acked: &BTreeMap<u64, String>, round: usize) -> u64 {
+    let store: Arc<dyn LogStore> = open_store(kind, dir);
     let size = store.size().unwrap();
     if let Some((&max, _)) = acked.last_key_value() {
         assert!(size > max, "round {round}: {size} records, but record {max} was acknowledged");
@@ -187,6 +201,15 @@ fn check_after_crash(dir: &Path, acked: &BTreeMap<u64, String>, round: usize) ->
 
 #[test]
 fn acknowledged_records_survive_sigkill() {
+    survives_sigkill("redb");
+}
+
+#[test]
+fn acknowledged_records_survive_sigkill_segment_store() {
+    survives_sigkill("segment");
+}
+
+fn survives_sigkill(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     // Every acknowledgement of every round, by index (an index is acknowledged once).
@@ -194,7 +217,7 @@ fn acknowledged_records_survive_sigkill() {
     let mut ids = BTreeSet::new();
     let mut size = 0;
     for round in 0..ROUNDS {
-        let acks = run_child_and_kill(dir.path(), round);
+        let acks = run_child_and_kill(kind, dir.path(), round);
         assert!(!acks.is_empty(), "round {round}");
         for (id, index) in &acks {
             assert!(*index >= size, "round {round}: {id} acknowledged at {index}, below the start {size}");
@@ -203,12 +226,12 @@ fn acknowledged_records_survive_sigkill() {
                 panic!("index {index} acknowledged for both {other} and {id}");
             }
         }
-        let after = check_after_crash(dir.path(), &acked, round);
+        let after = check_after_crash(kind, dir.path(), &acked, round);
         // The post-crash append is part of the log now; keep it checked in later rounds.
         acked.insert(after - 1, format!("after-crash-{round}-0"));
         size = after;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "round {round}: {} acknowledged, log has {size} records", acks.len()).unwrap();
+        writeln!(out, "{kind} round {round}: {} acknowledged, log has {size} records", acks.len()).unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
 }

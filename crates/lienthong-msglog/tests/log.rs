@@ -15,7 +15,8 @@ use lienthong_msglog::merkle::{self, Hash, MemNodes};
 use lienthong_msglog::record::{attach_body, decode_record, open_body};
 use lienthong_msglog::store::StoreNodes;
 use lienthong_msglog::{
-    BodyPolicy, CheckpointSigner, Entry, Head, LogConfig, LogError, LogStore, MemStore, MessageLog, RedbStore,
+    BodyPolicy, CheckpointSigner, Entry, Head, LogConfig, LogError, LogStore, MemStore, MessageLog,
+    RedbStore, SegmentStore,
 };
 use lienthong_pki::{
     BodyKey, CertificateAuthority, Csr, Fingerprint, KeyAlgorithm, PrivateKey, SealError, Validity,
@@ -39,6 +40,11 @@ fn mem_store() -> Fixture {
 fn redb_store() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     Fixture { store: Arc::new(RedbStore::open_dir(dir.path()).unwrap()), _dir: Some(dir) }
+}
+
+fn segment_store() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture { store: Arc::new(SegmentStore::open_dir(dir.path()).unwrap()), _dir: Some(dir) }
 }
 
 const NODE: &str = "VN/GOV/000.00.00.G01/ss1";
@@ -355,6 +361,15 @@ macro_rules! on_every_store {
                 }
             )*
         }
+        mod segment {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let fixture = super::segment_store();
+                    super::$name(fixture.store.clone()).await;
+                }
+            )*
+        }
     };
 }
 
@@ -371,13 +386,19 @@ on_every_store!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reopened_redb_log_continues_with_consistent_roots() {
+    reopened_log_continues_with_consistent_roots(|dir| Arc::new(RedbStore::open_dir(dir).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopened_segment_log_continues_with_consistent_roots() {
+    reopened_log_continues_with_consistent_roots(|dir| Arc::new(SegmentStore::open_dir(dir).unwrap())).await;
+}
+
+async fn reopened_log_continues_with_consistent_roots(open: fn(&std::path::Path) -> Arc<dyn LogStore>) {
     let dir = tempfile::tempdir().unwrap();
     let signer = node_signer(KeyAlgorithm::Ed25519);
     let (first, signed) = {
-        let log = Arc::new(
-            MessageLog::open(Arc::new(RedbStore::open_dir(dir.path()).unwrap()), LogConfig::default())
-                .unwrap(),
-        );
+        let log = Arc::new(MessageLog::open(open(dir.path()), LogConfig::default()).unwrap());
         append_concurrently(&log, 0, 10, 7).await;
         let signed = log.checkpoint(&signer, now_ms()).unwrap();
         let head = log.head();
@@ -387,7 +408,7 @@ async fn reopened_redb_log_continues_with_consistent_roots() {
     assert_eq!(first.size, 70);
 
     for restart in 1..=3 {
-        let store: Arc<dyn LogStore> = Arc::new(RedbStore::open_dir(dir.path()).unwrap());
+        let store: Arc<dyn LogStore> = open(dir.path());
         let log = Arc::new(MessageLog::open(store.clone(), LogConfig::default()).unwrap());
         let before = log.head();
         assert_eq!(before.root, recompute(&*store).1, "head after restart {restart}");

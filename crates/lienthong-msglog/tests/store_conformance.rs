@@ -1,15 +1,18 @@
 //! The `LogStore` contract, written once as functions over `&dyn LogStore` and run against every
-//! store: the in-memory [`MemStore`] and the durable [`RedbStore`] (in a temporary directory).
+//! store: the in-memory [`MemStore`] and the durable [`RedbStore`] and [`SegmentStore`] (in a
+//! temporary directory; the segment store also with tiny segments, so batches span many files).
 //! A store that passes these can sit behind a `MessageLog`.
 //!
-//! The redb store is also reopened after a drop and must still hold everything.
+//! The durable stores are also reopened after a drop and must still hold everything; the segment
+//! store must also cut a torn tail and rebuild a lost index from its segments.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use lienthong_msglog::merkle::{self, Frontier, Hash, MemNodes};
+use lienthong_msglog::segment::{INDEX_FILE, SEGMENTS_DIR};
 use lienthong_msglog::store::StoreNodes;
-use lienthong_msglog::{Entry, LogError, LogStore, MemStore, RedbStore};
+use lienthong_msglog::{Entry, LogError, LogStore, MemStore, RedbStore, SegmentConfig, SegmentStore};
 use lienthong_proto::msglog::v1 as pb;
 
 // ---------------------------------------------------------------------------------------------
@@ -29,6 +32,24 @@ fn mem_store() -> Fixture {
 fn redb_store() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open_dir(dir.path()).unwrap();
+    Fixture { store: Arc::new(store), _dir: Some(dir) }
+}
+
+fn segment_store() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SegmentStore::open_dir(dir.path()).unwrap();
+    Fixture { store: Arc::new(store), _dir: Some(dir) }
+}
+
+/// Segments of ~100 bytes (a new file nearly every batch) and a durable index commit every
+/// second batch.
+fn tiny_segments() -> SegmentConfig {
+    SegmentConfig { segment_bytes: 100, durable_every_batches: 2, ..SegmentConfig::default() }
+}
+
+fn segment_store_tiny() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SegmentStore::open_dir_with(dir.path(), tiny_segments()).unwrap();
     Fixture { store: Arc::new(store), _dir: Some(dir) }
 }
 
@@ -358,6 +379,8 @@ macro_rules! conformance {
 
 conformance!(mem, super::mem_store);
 conformance!(redb, super::redb_store);
+conformance!(segment, super::segment_store);
+conformance!(segment_tiny, super::segment_store_tiny);
 
 #[test]
 fn redb_reopened_after_drop_keeps_everything() {
@@ -383,4 +406,207 @@ fn redb_open_dir_creates_the_log_file() {
     let store = RedbStore::open_dir(&nested).unwrap();
     assert!(nested.join(lienthong_msglog::LOG_FILE).is_file());
     empty_store(&store);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The segment store: reopening, torn tails, a lost index
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn segment_reopened_after_drop_keeps_everything() {
+    for config in [SegmentConfig::default(), tiny_segments()] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+            populate(&store);
+        }
+        let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+        check_populated(&store);
+        assert_eq!(append(&store, &entries(13, 2)), 13);
+        drop(store);
+        let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+        assert_eq!(store.size().unwrap(), 15);
+        assert_eq!(store.record(14).unwrap().as_deref(), Some(entries(14, 1)[0].bytes.as_slice()));
+    }
+}
+
+/// The segment files of a store directory, oldest first.
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.join(SEGMENTS_DIR)).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+/// A frame as the segment store writes it: `[len][crc][body]`, the body holding the keys and
+/// then the record bytes.
+fn frame_of(e: &Entry) -> Vec<u8> {
+    let mut body = e.logged_at_ms.to_le_bytes().to_vec();
+    for key in [&e.message_id, &e.client, &e.service] {
+        body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        body.extend_from_slice(key.as_bytes());
+    }
+    body.extend_from_slice(&e.bytes);
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[test]
+fn segment_frame_format_is_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = entries(0, 3);
+    {
+        let store = SegmentStore::open_dir(dir.path()).unwrap();
+        append(&store, &all);
+    }
+    let expected: Vec<u8> = all.iter().flat_map(frame_of).collect();
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with(format!("{SEGMENTS_DIR}/{:020}.seg", 0)));
+    assert_eq!(std::fs::read(&files[0]).unwrap(), expected);
+}
+
+/// A torn tail (half a frame) and a frame with a bad CRC after the last good record are cut at
+/// open; the good records all stay and appending continues at the right index.
+#[test]
+fn segment_torn_tail_is_cut_and_appending_continues() {
+    for config in [SegmentConfig::default(), tiny_segments()] {
+        for garbage in ["partial", "bad-crc", "both"] {
+            let dir = tempfile::tempdir().unwrap();
+            let all = entries(0, 12);
+            {
+                let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+                append(&store, &all[..5]);
+                append(&store, &all[5..9]);
+            }
+            let last = segment_files(dir.path()).pop().unwrap();
+            let good_len = std::fs::metadata(&last).unwrap().len();
+            let mut tail = Vec::new();
+            let next = frame_of(&entries(9, 1)[0]);
+            if garbage != "partial" {
+                let mut bad = next.clone();
+                let n = bad.len();
+                bad[n - 1] ^= 0xff; // the body no longer matches its CRC
+                tail.extend_from_slice(&bad);
+            }
+            if garbage != "bad-crc" {
+                tail.extend_from_slice(&next[..next.len() / 2]);
+            }
+            {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+                f.write_all(&tail).unwrap();
+            }
+
+            let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+            assert_eq!(std::fs::metadata(&last).unwrap().len(), good_len, "{garbage}: the garbage is cut");
+            assert_eq!(store.size().unwrap(), 9, "{garbage}");
+            for (i, e) in all[..9].iter().enumerate() {
+                assert_eq!(store.record(i as u64).unwrap().as_deref(), Some(e.bytes.as_slice()));
+            }
+            assert_eq!(append(&store, &all[9..]), 9, "{garbage}: continues at the end");
+            let leaves: Vec<Hash> = all.iter().map(|e| merkle::leaf_hash(&e.bytes)).collect();
+            assert_eq!(merkle::root(&StoreNodes(&store), 12).unwrap(), root_of(&leaves), "{garbage}");
+            drop(store);
+            let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+            assert_eq!(store.size().unwrap(), 12);
+            assert_eq!(store.by_exchange("msg-11").unwrap(), vec![11]);
+            assert_eq!(merkle::root(&StoreNodes(&store), 12).unwrap(), root_of(&leaves));
+        }
+    }
+}
+
+/// A damaged record inside the log (not the tail) is reported, naming the record, not served.
+#[test]
+fn segment_damaged_record_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = entries(0, 3);
+    let store = SegmentStore::open_dir(dir.path()).unwrap();
+    append(&store, &all);
+    let file = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let second = frame_of(&all[0]).len() + 10;
+    bytes[second] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    match store.record(1) {
+        Err(LogError::Storage(m)) => assert!(m.contains("record 1"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.record(0).unwrap().is_some());
+}
+
+/// Deleting the index file loses nothing: it is rebuilt from the segments (nodes, locations and
+/// all four indexes; checkpoints and certificates live only in the index and are gone).
+#[test]
+fn segment_lost_index_is_rebuilt_from_the_segments() {
+    for config in [SegmentConfig::default(), tiny_segments()] {
+        let dir = tempfile::tempdir().unwrap();
+        let all = entries(0, 13);
+        {
+            let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+            append(&store, &all[..9]);
+            append(&store, &all[9..]);
+        }
+        std::fs::remove_file(dir.path().join(INDEX_FILE)).unwrap();
+        let store = SegmentStore::open_dir_with(dir.path(), config).unwrap();
+        assert_eq!(store.size().unwrap(), 13);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(store.record(i as u64).unwrap().as_deref(), Some(e.bytes.as_slice()));
+        }
+        let leaves: Vec<Hash> = all.iter().map(|e| merkle::leaf_hash(&e.bytes)).collect();
+        assert_eq!(merkle::root(&StoreNodes(&store), 13).unwrap(), root_of(&leaves));
+        assert_eq!(store.by_exchange("msg-10").unwrap(), vec![10]);
+        assert_eq!(store.by_time(1000, 1005, 100).unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(store.by_client("VN/GOV/C1").unwrap(), (0..13).collect::<Vec<_>>());
+        assert_eq!(store.by_service("VN/GOV/P1/sub/svc").unwrap(), (0..13).collect::<Vec<_>>());
+        assert_eq!(append(&store, &entries(13, 1)), 13);
+    }
+}
+
+/// Pruning deletes whole segment files only, and what it deleted stays pruned after a reopen.
+#[test]
+fn segment_prune_deletes_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = entries(0, 10);
+    {
+        let store = SegmentStore::open_dir_with(dir.path(), tiny_segments()).unwrap();
+        for e in &all {
+            append(&store, std::slice::from_ref(e));
+        }
+        let before = segment_files(dir.path()).len();
+        assert!(before >= 5, "tiny segments: {before} files");
+        assert_eq!(store.prune(5).unwrap(), 5);
+        let after = segment_files(dir.path());
+        assert!(after.len() < before, "whole segments deleted");
+        let first_kept: u64 = after[0].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        assert!(first_kept <= 5, "segment {first_kept} holds unpruned records");
+        for i in 0..10u64 {
+            assert_eq!(store.record(i).unwrap().is_some(), i >= 5, "record {i}");
+        }
+    }
+    let store = SegmentStore::open_dir_with(dir.path(), tiny_segments()).unwrap();
+    for i in 0..10u64 {
+        assert_eq!(store.record(i).unwrap().is_some(), i >= 5, "record {i} after reopen");
+        assert!(store.node(0, i).unwrap().is_some());
+    }
+    assert_eq!(append(&store, &entries(10, 1)), 10);
+}
+
+#[test]
+fn open_existing_picks_the_store_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seg, redb, empty) = (dir.path().join("seg"), dir.path().join("redb"), dir.path().join("empty"));
+    {
+        populate(&SegmentStore::open_dir(&seg).unwrap());
+        populate(&RedbStore::open_dir(&redb).unwrap());
+    }
+    check_populated(&*lienthong_msglog::open_existing(&seg).unwrap());
+    check_populated(&*lienthong_msglog::open_existing(&redb).unwrap());
+    std::fs::create_dir(&empty).unwrap();
+    assert!(lienthong_msglog::open_existing(&empty).is_err());
+    assert!(lienthong_msglog::open_existing(&dir.path().join("missing")).is_err());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing created");
+    assert!(!dir.path().join("missing").exists());
 }
