@@ -73,6 +73,11 @@ type KeyIndex = TableDefinition<'static, (&'static str, u64), ()>;
 const BY_EXCHANGE: KeyIndex = TableDefinition::new("by_exchange");
 const BY_CLIENT: KeyIndex = TableDefinition::new("by_client");
 const BY_SERVICE: KeyIndex = TableDefinition::new("by_service");
+/// The message ids of batches not yet merged into `BY_EXCHANGE`: batch's first record index ->
+/// `[u32 LE length][id bytes]` per record. Message ids are random, so inserting them one by one
+/// dirties a leaf page per record; they are appended here per batch (one sequential insert)
+/// and merged, sorted, at each durable commit. `by_exchange` reads both.
+const PENDING_EXCHANGE: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("pending_exchange");
 const CHECKPOINTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("checkpoints");
 const CERTIFICATES: TableDefinition<'static, &'static [u8], ()> = TableDefinition::new("certificates");
 
@@ -189,7 +194,7 @@ fn index_batch(
     let mut meta = tx.open_table(META).map_err(st)?;
     let mut locs = tx.open_table(LOCATIONS).map_err(st)?;
     let mut time = tx.open_table(BY_TIME).map_err(st)?;
-    let mut exchange = tx.open_table(BY_EXCHANGE).map_err(st)?;
+    let mut pending = tx.open_table(PENDING_EXCHANGE).map_err(st)?;
     let mut client = tx.open_table(BY_CLIENT).map_err(st)?;
     let mut service = tx.open_table(BY_SERVICE).map_err(st)?;
     if let Some(&(segment, offset, _)) = locations.first() {
@@ -206,12 +211,17 @@ fn index_batch(
         }
         locs.insert(first, run.as_slice()).map_err(st)?;
     }
+    let mut ids = Vec::with_capacity(entries.iter().map(|e| 4 + e.message_id.len()).sum());
     for (i, e) in entries.iter().enumerate() {
         let index = first + i as u64;
         time.insert((e.logged_at_ms, index), ()).map_err(st)?;
-        exchange.insert((e.message_id.as_str(), index), ()).map_err(st)?;
+        ids.extend_from_slice(&u32::try_from(e.message_id.len()).map_err(st)?.to_le_bytes());
+        ids.extend_from_slice(e.message_id.as_bytes());
         client.insert((e.client.as_str(), index), ()).map_err(st)?;
         service.insert((e.service.as_str(), index), ()).map_err(st)?;
+    }
+    if !entries.is_empty() {
+        pending.insert(first, ids.as_slice()).map_err(st)?;
     }
     let mut tree = tx.open_table(NODES).map_err(st)?;
     for (level, index, hash) in nodes {
@@ -220,6 +230,44 @@ fn index_batch(
     meta.insert(SIZE, after.size).map_err(st)?;
     meta.insert(END_SEGMENT, after.end_segment).map_err(st)?;
     meta.insert(END_OFFSET, after.end_offset).map_err(st)?;
+    Ok(())
+}
+
+/// The message ids of a pending batch, in record order.
+fn pending_ids(blob: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = blob;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let id = tail.get(..len)?;
+        rest = &tail[len..];
+        Some(id)
+    })
+}
+
+/// Moves the pending message ids into `BY_EXCHANGE`, in key order (one pass over the tree).
+fn merge_pending_exchange(tx: &WriteTransaction) -> Result<(), LogError> {
+    let mut pending = tx.open_table(PENDING_EXCHANGE).map_err(st)?;
+    let mut merged: Vec<(Vec<u8>, u64)> = Vec::new();
+    let mut batches = Vec::new();
+    for item in pending.iter().map_err(st)? {
+        let (first, blob) = item.map_err(st)?;
+        let first = first.value();
+        batches.push(first);
+        merged.extend(pending_ids(blob.value()).enumerate().map(|(i, id)| (id.to_vec(), first + i as u64)));
+    }
+    if batches.is_empty() {
+        return Ok(());
+    }
+    merged.sort_unstable();
+    let mut exchange = tx.open_table(BY_EXCHANGE).map_err(st)?;
+    for (id, index) in &merged {
+        let id = std::str::from_utf8(id).map_err(st)?;
+        exchange.insert((id, *index), ()).map_err(st)?;
+    }
+    for first in batches {
+        pending.remove(first).map_err(st)?;
+    }
     Ok(())
 }
 
@@ -385,6 +433,7 @@ impl SegmentStore {
             tx.open_table(NODES).map_err(st)?;
             tx.open_table(BY_TIME).map_err(st)?;
             tx.open_table(BY_EXCHANGE).map_err(st)?;
+            tx.open_table(PENDING_EXCHANGE).map_err(st)?;
             tx.open_table(BY_CLIENT).map_err(st)?;
             tx.open_table(BY_SERVICE).map_err(st)?;
             tx.open_table(CHECKPOINTS).map_err(st)?;
@@ -501,6 +550,7 @@ impl SegmentStore {
     /// A durable commit that changes nothing else (flushes every `Durability::None` commit).
     fn durable_commit(&self) -> Result<(), LogError> {
         let tx = self.durable_tx()?;
+        merge_pending_exchange(&tx)?;
         {
             let mut meta = tx.open_table(META).map_err(st)?;
             let size = meta.get(SIZE).map_err(st)?.map_or(0, |v| v.value());
@@ -633,6 +683,7 @@ fn recover(
     if replayed > 0 || changed {
         tracing::info!(records = replayed, size = position.size, "message log index replayed from segments");
         let tx = write_tx(db, true)?;
+        merge_pending_exchange(&tx)?;
         {
             let mut meta = tx.open_table(META).map_err(st)?;
             meta.insert(SIZE, position.size).map_err(st)?;
@@ -793,7 +844,28 @@ impl LogStore for SegmentStore {
     }
 
     fn by_exchange(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
-        self.by_key(BY_EXCHANGE, message_id)
+        // One read transaction for both tables, so a merge in between cannot hide a record.
+        let tx = self.db.begin_read().map_err(st)?;
+        let size = self.size.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        let merged = tx.open_table(BY_EXCHANGE).map_err(st)?;
+        for item in merged.range((message_id, 0)..(message_id, size)).map_err(st)? {
+            out.push(item.map_err(st)?.0.value().1);
+        }
+        let pending = tx.open_table(PENDING_EXCHANGE).map_err(st)?;
+        for item in pending.iter().map_err(st)? {
+            let (first, blob) = item.map_err(st)?;
+            let first = first.value();
+            for (i, id) in pending_ids(blob.value()).enumerate() {
+                let index = first + i as u64;
+                if id == message_id.as_bytes() && index < size {
+                    out.push(index);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     fn by_time(&self, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<u64>, LogError> {
