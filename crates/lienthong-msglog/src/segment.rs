@@ -77,7 +77,8 @@ const BY_SERVICE: KeyIndex = TableDefinition::new("by_service");
 /// `[u32 LE length][id bytes]` per record. Message ids are random, so inserting them one by one
 /// dirties a leaf page per record; they are appended here per batch (one sequential insert)
 /// and merged, sorted, at each durable commit. `by_exchange` reads both.
-const PENDING_EXCHANGE: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("pending_exchange");
+const PENDING_EXCHANGE: TableDefinition<'static, u64, &'static [u8]> =
+    TableDefinition::new("pending_exchange");
 const CHECKPOINTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("checkpoints");
 const CERTIFICATES: TableDefinition<'static, &'static [u8], ()> = TableDefinition::new("certificates");
 
