@@ -3,6 +3,11 @@
 //! a durable log, body policies, and a failing store (`logging_failed`) that must leave no trace
 //! and let the next append through.
 
+#[macro_use]
+mod support;
+
+use support::{mem_store, redb_store, segment_store};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,25 +32,6 @@ use lienthong_types::{ClientId, NodeId, ServiceId};
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
-
-struct Fixture {
-    store: Arc<dyn LogStore>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn mem_store() -> Fixture {
-    Fixture { store: Arc::new(MemStore::new()), _dir: None }
-}
-
-fn redb_store() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    Fixture { store: Arc::new(RedbStore::open_dir(dir.path()).unwrap()), _dir: Some(dir) }
-}
-
-fn segment_store() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    Fixture { store: Arc::new(SegmentStore::open_dir(dir.path()).unwrap()), _dir: Some(dir) }
-}
 
 const NODE: &str = "VN/GOV/000.00.00.G01/ss1";
 
@@ -493,33 +479,7 @@ impl LogStore for FailingStore {
     fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, LogError> {
         self.inner.node(level, index)
     }
-    fn by_exchange(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
-        self.inner.by_exchange(message_id)
-    }
-    fn by_time(&self, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<u64>, LogError> {
-        self.inner.by_time(from_ms, to_ms, limit)
-    }
-    fn by_client(&self, client: &str) -> Result<Vec<u64>, LogError> {
-        self.inner.by_client(client)
-    }
-    fn by_service(&self, service: &str) -> Result<Vec<u64>, LogError> {
-        self.inner.by_service(service)
-    }
-    fn put_checkpoint(&self, size: u64, signed: &pb::SignedCheckpoint) -> Result<(), LogError> {
-        self.inner.put_checkpoint(size, signed)
-    }
-    fn checkpoints(&self) -> Result<Vec<pb::SignedCheckpoint>, LogError> {
-        self.inner.checkpoints()
-    }
-    fn put_certificate(&self, der: &[u8]) -> Result<(), LogError> {
-        self.inner.put_certificate(der)
-    }
-    fn certificates(&self) -> Result<Vec<Vec<u8>>, LogError> {
-        self.inner.certificates()
-    }
-    fn prune(&self, before: u64) -> Result<u64, LogError> {
-        self.inner.prune(before)
-    }
+    delegate_indexes_to_inner!();
 }
 
 type AppendFuture = Pin<Box<dyn Future<Output = Result<lienthong_msglog::Appended, LogError>> + Send>>;

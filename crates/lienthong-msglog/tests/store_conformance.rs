@@ -6,40 +6,22 @@
 //! The durable stores are also reopened after a drop and must still hold everything; the segment
 //! store must also cut a torn tail and rebuild a lost index from its segments.
 
+#[macro_use]
+mod support;
+
+use support::{Fixture, mem_store, redb_store, segment_store, segment_store_with};
+
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use lienthong_msglog::merkle::{self, Frontier, Hash, MemNodes};
 use lienthong_msglog::segment::{INDEX_FILE, SEGMENTS_DIR};
 use lienthong_msglog::store::StoreNodes;
-use lienthong_msglog::{Entry, LogError, LogStore, MemStore, RedbStore, SegmentConfig, SegmentStore};
+use lienthong_msglog::{Entry, LogError, LogStore, RedbStore, SegmentConfig, SegmentStore};
 use lienthong_proto::msglog::v1 as pb;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
-
-/// A store under test, with whatever must outlive it (the redb store's directory).
-struct Fixture {
-    store: Arc<dyn LogStore>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn mem_store() -> Fixture {
-    Fixture { store: Arc::new(MemStore::new()), _dir: None }
-}
-
-fn redb_store() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_dir(dir.path()).unwrap();
-    Fixture { store: Arc::new(store), _dir: Some(dir) }
-}
-
-fn segment_store() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SegmentStore::open_dir(dir.path()).unwrap();
-    Fixture { store: Arc::new(store), _dir: Some(dir) }
-}
 
 /// Segments of ~100 bytes (a new file nearly every batch) and a durable index commit every
 /// second batch.
@@ -48,9 +30,7 @@ fn tiny_segments() -> SegmentConfig {
 }
 
 fn segment_store_tiny() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SegmentStore::open_dir_with(dir.path(), tiny_segments()).unwrap();
-    Fixture { store: Arc::new(store), _dir: Some(dir) }
+    segment_store_with(tiny_segments())
 }
 
 /// An entry whose bytes name it, indexed under the given keys.

@@ -9,6 +9,9 @@
 
 #![allow(clippy::print_stderr)]
 
+#[macro_use]
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -533,33 +536,7 @@ impl LogStore for Altered {
             None => self.inner.node(level, index),
         }
     }
-    fn by_exchange(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
-        self.inner.by_exchange(message_id)
-    }
-    fn by_time(&self, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<u64>, LogError> {
-        self.inner.by_time(from_ms, to_ms, limit)
-    }
-    fn by_client(&self, client: &str) -> Result<Vec<u64>, LogError> {
-        self.inner.by_client(client)
-    }
-    fn by_service(&self, service: &str) -> Result<Vec<u64>, LogError> {
-        self.inner.by_service(service)
-    }
-    fn put_checkpoint(&self, size: u64, signed: &pb::SignedCheckpoint) -> Result<(), LogError> {
-        self.inner.put_checkpoint(size, signed)
-    }
-    fn checkpoints(&self) -> Result<Vec<pb::SignedCheckpoint>, LogError> {
-        self.inner.checkpoints()
-    }
-    fn put_certificate(&self, der: &[u8]) -> Result<(), LogError> {
-        self.inner.put_certificate(der)
-    }
-    fn certificates(&self) -> Result<Vec<Vec<u8>>, LogError> {
-        self.inner.certificates()
-    }
-    fn prune(&self, before: u64) -> Result<u64, LogError> {
-        self.inner.prune(before)
-    }
+    delegate_indexes_to_inner!();
 }
 
 /// 20 000 records (several 4096-record chunks, an incomplete last one), checkpoints at 9000
