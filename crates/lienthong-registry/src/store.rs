@@ -67,6 +67,13 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, RegistryError> {
     M::decode(bytes).map_err(RegistryError::internal)
 }
 
+fn get_in<M: Message + Default>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<M>, RegistryError> {
+    t.get(key)?.map(|v| decode(v.value())).transpose()
+}
+
 fn all_in<M: Message + Default>(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Vec<(String, M)>, RegistryError> {
@@ -107,9 +114,7 @@ impl Tx {
         table: Table,
         key: &str,
     ) -> Result<Option<M>, RegistryError> {
-        let t = self.tx.open_table(table)?;
-        let v = t.get(key)?;
-        v.map(|v| decode(v.value())).transpose()
+        get_in(&self.tx.open_table(table)?, key)
     }
 
     pub(crate) fn all<M: Message + Default>(&self, table: Table) -> Result<Vec<(String, M)>, RegistryError> {
@@ -128,9 +133,7 @@ impl Tx {
     }
 
     pub(crate) fn get_bytes(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, RegistryError> {
-        let t = self.tx.open_table(table)?;
-        let v = t.get(key)?;
-        Ok(v.map(|v| v.value().to_vec()))
+        Ok(self.tx.open_table(table)?.get(key)?.map(|v| v.value().to_vec()))
     }
 
     pub(crate) fn remove(&mut self, table: Table, key: &str) -> Result<(), RegistryError> {
@@ -174,15 +177,11 @@ impl Snapshot {
         table: Table,
         key: &str,
     ) -> Result<Option<M>, RegistryError> {
-        let t = self.tx.open_table(table)?;
-        let v = t.get(key)?;
-        v.map(|v| decode(v.value())).transpose()
+        get_in(&self.tx.open_table(table)?, key)
     }
 
     pub(crate) fn get_bytes(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, RegistryError> {
-        let t = self.tx.open_table(table)?;
-        let v = t.get(key)?;
-        Ok(v.map(|v| v.value().to_vec()))
+        Ok(self.tx.open_table(table)?.get(key)?.map(|v| v.value().to_vec()))
     }
 
     pub(crate) fn all<M: Message + Default>(&self, table: Table) -> Result<Vec<(String, M)>, RegistryError> {
