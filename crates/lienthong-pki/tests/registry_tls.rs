@@ -3,14 +3,16 @@
 //! without a certificate but checks any certificate they present; registry clients that accept
 //! only their own instance's registry. Handshakes run on loopback.
 
+mod support;
+
+use support::{handshake, reason};
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use lienthong_pki::tls::{self, TlsIdentity};
 use lienthong_pki::*;
 use lienthong_types::{InstanceId, MemberId, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 fn instance(s: &str) -> InstanceId {
     InstanceId::new(s).unwrap()
@@ -113,53 +115,6 @@ fn registry_and_admin_requests_are_checked_by_role_instance_and_name() {
         assert!(matches!(r, Err(CertError::BadAdminName(_))), "{bad:?}: {r:?}");
     }
     assert!(Csr::for_admin(&key, &instance("VN"), &"ễ".repeat(64)).is_ok());
-}
-
-/// What the server saw: the identity of the client certificate, if any.
-type Seen = Option<(Identity, Fingerprint)>;
-
-/// Runs one handshake and a ping/pong on loopback, bounded in time; returns what each side saw.
-async fn handshake(
-    server_cfg: rustls::ServerConfig,
-    client_cfg: rustls::ClientConfig,
-) -> (Result<(), rustls::Error>, Result<Seen, rustls::Error>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
-    let to_rustls = |e: std::io::Error| -> rustls::Error {
-        e.get_ref()
-            .and_then(|i| i.downcast_ref::<rustls::Error>())
-            .cloned()
-            .unwrap_or_else(|| rustls::Error::General(e.to_string()))
-    };
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(tcp).await.map_err(to_rustls)?;
-        let seen = tls.get_ref().1.peer_certificates().and_then(tls::peer_certificate_identity);
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(to_rustls)?;
-        tls.write_all(b"pong").await.map_err(to_rustls)?;
-        tls.shutdown().await.ok();
-        Ok::<_, rustls::Error>(seen)
-    });
-    let client = async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut tls = connector.connect(tls::registry_server_name(), tcp).await.map_err(to_rustls)?;
-        tls.write_all(b"ping").await.map_err(to_rustls)?;
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(to_rustls)?;
-        assert_eq!(&buf, b"pong");
-        Ok::<_, rustls::Error>(())
-    };
-    let limit = Duration::from_secs(10);
-    let client = tokio::time::timeout(limit, client).await.expect("client timed out");
-    let server = tokio::time::timeout(limit, server).await.expect("server timed out").unwrap();
-    (client, server)
-}
-
-fn reason<T>(r: &Result<T, rustls::Error>) -> Option<PeerRejected> {
-    r.as_ref().err().and_then(tls::peer_rejection).cloned()
 }
 
 #[tokio::test]
