@@ -75,7 +75,8 @@ impl From<&ConfKey> for pb::ConfSigningKey {
     }
 }
 
-pub(crate) fn algorithm_to_wire(alg: KeyAlgorithm) -> types_pb::SignatureAlgorithm {
+/// The wire name of a signature algorithm.
+pub fn algorithm_to_wire(alg: KeyAlgorithm) -> types_pb::SignatureAlgorithm {
     match alg {
         KeyAlgorithm::Ed25519 => types_pb::SignatureAlgorithm::Ed25519,
         KeyAlgorithm::EcdsaP256 => types_pb::SignatureAlgorithm::EcdsaP256Sha256,
@@ -83,7 +84,8 @@ pub(crate) fn algorithm_to_wire(alg: KeyAlgorithm) -> types_pb::SignatureAlgorit
     }
 }
 
-pub(crate) fn algorithm_from_wire(alg: types_pb::SignatureAlgorithm) -> KeyAlgorithm {
+/// The algorithm of a wire signature; callers refuse `Unspecified` first.
+pub fn algorithm_from_wire(alg: types_pb::SignatureAlgorithm) -> KeyAlgorithm {
     match alg {
         types_pb::SignatureAlgorithm::Ed25519 => KeyAlgorithm::Ed25519,
         types_pb::SignatureAlgorithm::EcdsaP256Sha256 => KeyAlgorithm::EcdsaP256,

@@ -20,7 +20,7 @@ mod verify;
 
 pub use anchor::{Anchor, AnchorError};
 pub use error::ConfError;
-pub use keys::{ConfKey, SIGNING_CONTEXT, key_id, sign};
+pub use keys::{ConfKey, SIGNING_CONTEXT, algorithm_from_wire, algorithm_to_wire, key_id, sign};
 pub use model::{
     AccessGrant, Endpoint, FederationPartner, GlobalConf, GlobalGroup, GrantSubject, Member, MemberStatus,
     Node, NodeAddress, Service, ServiceType,

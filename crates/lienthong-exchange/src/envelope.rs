@@ -1,0 +1,215 @@
+//! Signed node-to-node envelopes.
+//!
+//! A request travels as a [`pb::RequestEnvelope`] in the [`ENVELOPE_HEADER`] (base64 of the
+//! protobuf) followed by the body; a response likewise. Each envelope is signed by the member it
+//! speaks for: the signature covers a context string and the envelope's protobuf encoding with
+//! the signature field empty, which binds the ids, method, path, query, headers, times and the
+//! body's SHA-256 and length (`digest_version` 1). The signer's certificate travels inside, so
+//! a log record that keeps the envelope verifies offline.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use lienthong_globalconf::{GlobalConf, MemberStatus, algorithm_from_wire, algorithm_to_wire};
+use lienthong_pki::{Certificate, Fingerprint, Identity, PrivateKey, SignatureError};
+use lienthong_proto::exchange::v1 as pb;
+use lienthong_proto::types::v1 as types_pb;
+use lienthong_types::{Fault, MemberId};
+use prost::Message;
+
+use crate::Reject;
+
+/// The HTTP header that carries the envelope between nodes.
+pub const ENVELOPE_HEADER: &str = "x-lienthong-envelope";
+/// The version of the signed form defined here.
+pub const DIGEST_VERSION: u32 = 1;
+/// Envelopes are small (ids, headers, one certificate); anything bigger is refused unread.
+pub const MAX_ENVELOPE_BYTES: usize = 48 * 1024;
+
+const REQUEST_CONTEXT: &[u8] = b"lienthong.exchange.request.v1\0";
+const RESPONSE_CONTEXT: &[u8] = b"lienthong.exchange.response.v1\0";
+
+/// A member's signing key and certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct Signer<'a> {
+    pub key: &'a PrivateKey,
+    pub certificate: &'a Certificate,
+}
+
+fn signed_message(context: &[u8], unsigned: &[u8]) -> Vec<u8> {
+    [context, unsigned].concat()
+}
+
+fn signature(
+    signer: Signer<'_>,
+    context: &[u8],
+    unsigned: &[u8],
+) -> Result<types_pb::Signature, SignatureError> {
+    Ok(types_pb::Signature {
+        algorithm: algorithm_to_wire(signer.key.algorithm()) as i32,
+        signer_sha256: signer.certificate.fingerprint().0.to_vec(),
+        value: signer.key.sign(&signed_message(context, unsigned))?,
+    })
+}
+
+/// Signs a request envelope in place with the client member's key.
+pub fn sign_request(env: &mut pb::RequestEnvelope, signer: Signer<'_>) -> Result<(), SignatureError> {
+    env.digest_version = DIGEST_VERSION;
+    env.signer_certificate = signer.certificate.der().to_vec();
+    env.signature = None;
+    env.signature = Some(signature(signer, REQUEST_CONTEXT, &env.encode_to_vec())?);
+    Ok(())
+}
+
+/// Signs a response envelope in place with the provider member's key.
+pub fn sign_response(env: &mut pb::ResponseEnvelope, signer: Signer<'_>) -> Result<(), SignatureError> {
+    env.digest_version = DIGEST_VERSION;
+    env.signer_certificate = signer.certificate.der().to_vec();
+    env.signature = None;
+    env.signature = Some(signature(signer, RESPONSE_CONTEXT, &env.encode_to_vec())?);
+    Ok(())
+}
+
+/// What failed in a signature check, before it is given a side's fault code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureProblem {
+    Missing,
+    Invalid(String),
+}
+
+/// Checks that `expected` signed the envelope: the certificate is one the global configuration
+/// lists for that (active) member, valid now, and the signature verifies over `unsigned`.
+fn verify(
+    context: &[u8],
+    unsigned: &[u8],
+    sig: Option<&types_pb::Signature>,
+    cert_der: &[u8],
+    digest_version: u32,
+    expected: &MemberId,
+    conf: &GlobalConf,
+    now: SystemTime,
+) -> Result<Fingerprint, SignatureProblem> {
+    let sig = match sig {
+        Some(s) if !s.value.is_empty() => s,
+        _ => return Err(SignatureProblem::Missing),
+    };
+    let bad = |m: &str| SignatureProblem::Invalid(m.to_owned());
+    if digest_version != DIGEST_VERSION {
+        return Err(bad("unsupported digest version"));
+    }
+    let cert =
+        Certificate::from_der(cert_der.to_vec()).map_err(|_| bad("the signer certificate is malformed"))?;
+    let fingerprint = cert.fingerprint();
+    if sig.signer_sha256 != fingerprint.0 {
+        return Err(bad("the signature names another certificate"));
+    }
+    let info = cert.info().map_err(|_| bad("the signer certificate is malformed"))?;
+    if info.identity != Identity::Member(expected.clone()) {
+        return Err(SignatureProblem::Invalid(format!("the signer is not member {expected}")));
+    }
+    let member = conf.member(expected).filter(|m| m.status == MemberStatus::Active);
+    if !member.is_some_and(|m| m.signing_certs.contains(&fingerprint)) {
+        return Err(SignatureProblem::Invalid(format!(
+            "the signing certificate is not registered for member {expected}"
+        )));
+    }
+    if !info.is_valid_at(now) {
+        return Err(bad("the signing certificate is expired or not yet valid"));
+    }
+    let alg = types_pb::SignatureAlgorithm::try_from(sig.algorithm)
+        .ok()
+        .filter(|a| *a != types_pb::SignatureAlgorithm::Unspecified)
+        .ok_or_else(|| bad("unknown signature algorithm"))?;
+    if algorithm_from_wire(alg) != info.public_key.algorithm() {
+        return Err(bad("the signature algorithm does not match the certificate"));
+    }
+    info.public_key
+        .verify(&signed_message(context, unsigned), &sig.value)
+        .map_err(|_| bad("the signature does not verify"))?;
+    Ok(fingerprint)
+}
+
+fn on_side(problem: SignatureProblem, missing: Fault, invalid: Fault) -> Reject {
+    match problem {
+        SignatureProblem::Missing => Reject::new(missing, "the message carries no signature"),
+        SignatureProblem::Invalid(m) => Reject::new(invalid, m),
+    }
+}
+
+/// The provider's check of a request's signature by the client member.
+pub fn verify_request(
+    env: &pb::RequestEnvelope,
+    client_member: &MemberId,
+    conf: &GlobalConf,
+    now: SystemTime,
+) -> Result<Fingerprint, Reject> {
+    let mut unsigned = env.clone();
+    unsigned.signature = None;
+    verify(
+        REQUEST_CONTEXT,
+        &unsigned.encode_to_vec(),
+        env.signature.as_ref(),
+        &env.signer_certificate,
+        env.digest_version,
+        client_member,
+        conf,
+        now,
+    )
+    .map_err(|p| on_side(p, Fault::ServerMissingSignature, Fault::ServerInvalidSignatureValue))
+}
+
+/// The consumer's check of a response's signature by the provider member.
+pub fn verify_response(
+    env: &pb::ResponseEnvelope,
+    provider_member: &MemberId,
+    conf: &GlobalConf,
+    now: SystemTime,
+) -> Result<Fingerprint, Reject> {
+    let mut unsigned = env.clone();
+    unsigned.signature = None;
+    verify(
+        RESPONSE_CONTEXT,
+        &unsigned.encode_to_vec(),
+        env.signature.as_ref(),
+        &env.signer_certificate,
+        env.digest_version,
+        provider_member,
+        conf,
+        now,
+    )
+    .map_err(|p| on_side(p, Fault::ClientMissingSignature, Fault::ClientInvalidSignatureValue))
+}
+
+/// Checks the body that arrived against the one that was signed.
+pub fn check_body(
+    signed_sha256: &[u8],
+    signed_len: u64,
+    sha256: &[u8; 32],
+    len: u64,
+    fault: Fault,
+) -> Result<(), Reject> {
+    if signed_sha256 != sha256 || signed_len != len {
+        return Err(Reject::new(fault, "the body does not match the signed message (altered after signing)"));
+    }
+    Ok(())
+}
+
+/// Encodes an envelope for the [`ENVELOPE_HEADER`].
+pub fn to_header<M: Message>(env: &M) -> String {
+    STANDARD.encode(env.encode_to_vec())
+}
+
+/// Decodes an envelope from the [`ENVELOPE_HEADER`]; `fault` is the side's malformed-message code.
+/// Returns the envelope and its exact bytes.
+pub fn from_header<M: Message + Default>(value: Option<&[u8]>, fault: Fault) -> Result<(M, Vec<u8>), Reject> {
+    let value = value.ok_or_else(|| Reject::new(fault, "the exchange envelope is missing"))?;
+    if value.len() > MAX_ENVELOPE_BYTES * 4 / 3 + 4 {
+        return Err(Reject::new(fault, "the exchange envelope is too large"));
+    }
+    let bytes =
+        STANDARD.decode(value).map_err(|_| Reject::new(fault, "the exchange envelope is not base64"))?;
+    let env =
+        M::decode(bytes.as_slice()).map_err(|_| Reject::new(fault, "the exchange envelope is malformed"))?;
+    Ok((env, bytes))
+}
