@@ -78,18 +78,25 @@ pub enum SignatureProblem {
     Invalid(String),
 }
 
+/// The signed parts of an envelope.
+struct Signed<'a> {
+    context: &'a [u8],
+    /// The envelope encoded with its signature field empty.
+    unsigned: &'a [u8],
+    sig: Option<&'a types_pb::Signature>,
+    cert_der: &'a [u8],
+    digest_version: u32,
+}
+
 /// Checks that `expected` signed the envelope: the certificate is one the global configuration
 /// lists for that (active) member, valid now, and the signature verifies over `unsigned`.
 fn verify(
-    context: &[u8],
-    unsigned: &[u8],
-    sig: Option<&types_pb::Signature>,
-    cert_der: &[u8],
-    digest_version: u32,
+    signed: Signed<'_>,
     expected: &MemberId,
     conf: &GlobalConf,
     now: SystemTime,
 ) -> Result<Fingerprint, SignatureProblem> {
+    let Signed { context, unsigned, sig, cert_der, digest_version } = signed;
     let sig = match sig {
         Some(s) if !s.value.is_empty() => s,
         _ => return Err(SignatureProblem::Missing),
@@ -146,17 +153,16 @@ pub fn verify_request(
 ) -> Result<Fingerprint, Reject> {
     let mut unsigned = env.clone();
     unsigned.signature = None;
-    verify(
-        REQUEST_CONTEXT,
-        &unsigned.encode_to_vec(),
-        env.signature.as_ref(),
-        &env.signer_certificate,
-        env.digest_version,
-        client_member,
-        conf,
-        now,
-    )
-    .map_err(|p| on_side(p, Fault::ServerMissingSignature, Fault::ServerInvalidSignatureValue))
+    let bytes = unsigned.encode_to_vec();
+    let signed = Signed {
+        context: REQUEST_CONTEXT,
+        unsigned: &bytes,
+        sig: env.signature.as_ref(),
+        cert_der: &env.signer_certificate,
+        digest_version: env.digest_version,
+    };
+    verify(signed, client_member, conf, now)
+        .map_err(|p| on_side(p, Fault::ServerMissingSignature, Fault::ServerInvalidSignatureValue))
 }
 
 /// The consumer's check of a response's signature by the provider member.
@@ -168,17 +174,16 @@ pub fn verify_response(
 ) -> Result<Fingerprint, Reject> {
     let mut unsigned = env.clone();
     unsigned.signature = None;
-    verify(
-        RESPONSE_CONTEXT,
-        &unsigned.encode_to_vec(),
-        env.signature.as_ref(),
-        &env.signer_certificate,
-        env.digest_version,
-        provider_member,
-        conf,
-        now,
-    )
-    .map_err(|p| on_side(p, Fault::ClientMissingSignature, Fault::ClientInvalidSignatureValue))
+    let bytes = unsigned.encode_to_vec();
+    let signed = Signed {
+        context: RESPONSE_CONTEXT,
+        unsigned: &bytes,
+        sig: env.signature.as_ref(),
+        cert_der: &env.signer_certificate,
+        digest_version: env.digest_version,
+    };
+    verify(signed, provider_member, conf, now)
+        .map_err(|p| on_side(p, Fault::ClientMissingSignature, Fault::ClientInvalidSignatureValue))
 }
 
 /// Checks the body that arrived against the one that was signed.

@@ -74,16 +74,22 @@ pub fn forwarded_response_headers(headers: &HeaderMap) -> Vec<pb::Header> {
     forwarded(headers, &GATEWAY_SET_RESPONSE)
 }
 
-/// Rebuilds a header list for sending; entries that are not valid HTTP headers are skipped
-/// (they cannot have come from a real HTTP message).
+/// Rebuilds a header list for sending, in order; entries that are not valid HTTP headers are
+/// skipped (they cannot have come from a real HTTP message).
+pub fn to_header_pairs(headers: &[pb::Header]) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter_map(|h| {
+            Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_bytes(&h.value).ok()?))
+        })
+        .collect()
+}
+
+/// [`to_header_pairs`] as a map.
 pub fn to_header_map(headers: &[pb::Header]) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(headers.len());
-    for h in headers {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value))
-        {
-            map.append(name, value);
-        }
+    for (name, value) in to_header_pairs(headers) {
+        map.append(name, value);
     }
     map
 }

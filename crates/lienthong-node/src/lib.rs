@@ -1,13 +1,28 @@
-//! The Lienthong node runtime.
-//!
-//! It currently holds the global configuration client ([`ConfClient`]): it polls the registry for
-//! the instance's signed global configuration, verifies it against the anchor (and keys rolled in
-//! since), refuses rollbacks, persists the last good copy and publishes it to the rest of the node.
+//! The Lienthong node runtime: the consumer side (X-Road REST `r1` facing local information
+//! systems), the provider side (facing peer nodes over pinned mTLS), the configuration client,
+//! set-up against the registry, and the message log that every exchange passes through.
 
+pub mod backend;
+pub mod body;
 mod confclient;
+pub mod config;
+mod consumer;
+mod exchange_log;
+mod health;
+pub mod home;
+pub mod peer;
+mod provider;
+mod replay;
+mod server;
+mod state;
+mod witness;
+
+pub use witness::RegistryWitness;
 
 pub use confclient::{
     CONF_FILE, Clock, ConfClient, ConfClientConfig, ConfClientError, ConfStatus, DEFAULT_MAX_CONF_BYTES,
     DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WARN_BEFORE, FetchAttempt, FetchFailure,
     LEARNED_KEYS_FILE, Refresh,
 };
+pub use config::NodeConfig;
+pub use server::{Listeners, NodeHandle, StartError, StartOptions};

@@ -6,6 +6,7 @@
 
 mod ca;
 mod cert;
+pub mod consumer_tls;
 mod error;
 mod key;
 mod pem;

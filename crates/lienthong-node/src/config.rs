@@ -1,0 +1,269 @@
+//! `node.toml`: parsed strictly (unknown keys and wrong types are errors) and checked before
+//! anything binds.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lienthong_types::{ServiceId, SubsystemId};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node directory made by `lienthong node init`. Relative to this file.
+    pub data_dir: PathBuf,
+    /// Environment variable holding the passphrase of the node's keys, if they are encrypted.
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+    pub consumer: ConsumerConfig,
+    pub peer: PeerConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub log: LogSettings,
+    /// How each hosted subsystem's information systems authenticate, and its body policy.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientConfig>,
+    /// The backends of the services this node provides.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// The side facing local information systems (X-Road REST `r1`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Plain HTTP listener.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
+    /// HTTPS listener (server certificate: `tls_cert`/`tls_key`, default the node's own).
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The side facing peer nodes (pinned mTLS, HTTP/2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request or response body, in bytes.
+    pub max_body_bytes: u64,
+    /// Bodies up to this size stay in memory; larger ones are spooled to disk.
+    pub memory_threshold_bytes: usize,
+    /// A body that sends nothing for this long is abandoned.
+    pub body_idle_timeout_secs: u64,
+    /// Largest allowed difference between a message's time and this node's clock.
+    pub max_clock_skew_secs: u64,
+    /// Per-service default backend timeout.
+    pub service_timeout_secs: u64,
+    /// Largest total size of a request's headers.
+    pub max_header_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 2 << 30,
+            memory_threshold_bytes: 1 << 20,
+            body_idle_timeout_secs: 30,
+            max_clock_skew_secs: 60,
+            service_timeout_secs: 30,
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
+/// What the log keeps of bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BodyPolicyName {
+    Full,
+    Metadata,
+    Encrypted,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Policy for subsystems without their own.
+    pub body_policy: BodyPolicyName,
+    /// Bodies larger than this are logged by digest only, whatever the policy: the log is an
+    /// evidence store, not a file store.
+    pub max_logged_body_bytes: usize,
+    /// How often the node signs a checkpoint and asks the registry to witness it.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            body_policy: BodyPolicyName::Full,
+            max_logged_body_bytes: 1 << 20,
+            checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+/// How information systems of a subsystem prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// Plain HTTP, only from loopback addresses (the default).
+    #[default]
+    Loopback,
+    /// Plain HTTP from anywhere (a trusted network).
+    None,
+    /// HTTPS required.
+    Tls,
+    /// HTTPS with a client certificate listed in `certificates`.
+    TlsCert,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub subsystem: SubsystemId,
+    #[serde(default)]
+    pub auth: ClientAuth,
+    /// PEM files of the information systems' certificates (for `tls-cert`).
+    #[serde(default)]
+    pub certificates: Vec<PathBuf>,
+    #[serde(default)]
+    pub body_policy: Option<BodyPolicyName>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub id: ServiceId,
+    /// Base URL of the backend; the rest of the r1 path and the query are appended.
+    pub url: String,
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Verify the backend's TLS certificate (on by default).
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    /// Extra CA certificates (PEM) to trust for this backend.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The OpenAPI description served by `getOpenAPI`.
+    #[serde(default)]
+    pub openapi: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl NodeConfig {
+    /// Reads and checks a configuration file; relative paths come back resolved against it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config =
+            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.data_dir);
+        config.consumer.tls_cert.as_mut().map(resolve);
+        config.consumer.tls_key.as_mut().map(resolve);
+        for c in &mut config.clients {
+            c.certificates.iter_mut().for_each(resolve);
+        }
+        for s in &mut config.services {
+            s.ca_file.as_mut().map(resolve);
+            s.openapi.as_mut().map(resolve);
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.consumer.http.is_none() && config.consumer.https.is_none() {
+            return Err("consumer: set `http`, `https` or both".into());
+        }
+        if config.consumer.tls_cert.is_some() != config.consumer.tls_key.is_some() {
+            return Err("consumer: `tls_cert` and `tls_key` go together".into());
+        }
+        let l = &config.limits;
+        if l.max_body_bytes == 0 || l.memory_threshold_bytes == 0 || l.body_idle_timeout_secs == 0 {
+            return Err("limits: sizes and timeouts must be positive".into());
+        }
+        if l.service_timeout_secs == 0 || l.max_header_bytes < 1024 {
+            return Err(
+                "limits: service_timeout_secs must be positive and max_header_bytes at least 1024".into()
+            );
+        }
+        if config.log.checkpoint_interval_secs == 0 {
+            return Err("log: checkpoint_interval_secs must be positive".into());
+        }
+        let mut seen = BTreeMap::new();
+        for c in &config.clients {
+            if seen.insert(c.subsystem.clone(), ()).is_some() {
+                return Err(format!("client: {} is listed twice", c.subsystem));
+            }
+            if c.auth == ClientAuth::TlsCert && c.certificates.is_empty() {
+                return Err(format!("client {}: auth = \"tls-cert\" needs `certificates`", c.subsystem));
+            }
+            if matches!(c.auth, ClientAuth::Tls | ClientAuth::TlsCert) && config.consumer.https.is_none() {
+                return Err(format!("client {}: TLS authentication needs consumer.https", c.subsystem));
+            }
+        }
+        let mut services = BTreeMap::new();
+        for s in &config.services {
+            if services.insert(s.id.clone(), ()).is_some() {
+                return Err(format!("service: {} is listed twice", s.id));
+            }
+            let u = s.url.as_str();
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('?') || u.contains('#')
+            {
+                return Err(format!(
+                    "service {}: url must be http(s)://host[:port][/path] without query",
+                    s.id
+                ));
+            }
+            if s.timeout_secs == Some(0) {
+                return Err(format!("service {}: timeout_secs must be positive", s.id));
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn client(&self, subsystem: &SubsystemId) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| &c.subsystem == subsystem)
+    }
+
+    pub fn service(&self, id: &ServiceId) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| &s.id == id)
+    }
+
+    pub fn service_timeout(&self, s: &ServiceConfig) -> Duration {
+        Duration::from_secs(s.timeout_secs.unwrap_or(self.limits.service_timeout_secs))
+    }
+}

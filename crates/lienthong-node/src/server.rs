@@ -1,0 +1,523 @@
+//! Starting and stopping a node: bind the listeners first (so a caller can learn the ports),
+//! then start the configuration client, the message log and its checkpointer, the peer
+//! transport and the consumer listeners.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lienthong_globalconf::{GlobalConf, VerifiedConf, to_millis};
+use lienthong_msglog::witness::{Checkpointer, Witness};
+use lienthong_msglog::{CheckpointSigner, LogConfig, LogStore, MessageLog, SegmentStore};
+use lienthong_pki::consumer_tls::consumer_server_config;
+use lienthong_pki::tls::TlsIdentity;
+use lienthong_pki::{Certificate, PrivateKey};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::backend::{BackendClient, BackendTls};
+use crate::body::BodyLimits;
+use crate::config::NodeConfig;
+use crate::consumer::{self, ConnInfo};
+use crate::exchange_log::ExchangeLog;
+use crate::home::NodeKeys;
+use crate::peer::{PeerClient, PeerClientOptions, PeerServer, PeerTrust};
+use crate::replay::ReplayGuard;
+use crate::state::{Backend, NodeState};
+use crate::witness::RegistryWitness;
+use crate::{Clock, ConfClient, ConfClientConfig};
+
+/// Why a node could not start. Nothing stays bound after an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("global configuration client: {0}")]
+    Conf(#[from] crate::ConfClientError),
+    #[error("message log: {0}")]
+    Log(#[from] lienthong_msglog::LogError),
+}
+
+/// The node's sockets, bound before anything else starts.
+#[derive(Debug)]
+pub struct Listeners {
+    http: Option<TcpListener>,
+    https: Option<TcpListener>,
+    peer: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &NodeConfig) -> Result<Self, StartError> {
+        async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+        }
+        let http = match config.consumer.http {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let https = match config.consumer.https {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        Ok(Self { http, https, peer: bind(config.peer.listen).await? })
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.peer.local_addr()
+    }
+}
+
+/// What can be swapped in for tests and tools.
+#[derive(Default)]
+pub struct StartOptions {
+    pub clock: Option<Clock>,
+    /// The log store; by default the segment store in the node directory's `log/`.
+    pub log_store: Option<Arc<dyn LogStore>>,
+    /// Who witnesses checkpoints; by default the registry named in the global configuration.
+    pub witness: Option<Arc<dyn Witness>>,
+    pub conf_poll_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions").finish_non_exhaustive()
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub peer: SocketAddr,
+    state: Arc<NodeState>,
+    conf_client: ConfClient,
+    checkpointer: Option<Checkpointer>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// A configuration that trusts nobody, used until the first real one arrives.
+fn empty_conf(instance: lienthong_types::InstanceId) -> GlobalConf {
+    GlobalConf {
+        instance,
+        version: 0,
+        generated_at: SystemTime::UNIX_EPOCH,
+        expires_at: SystemTime::UNIX_EPOCH,
+        member_classes: BTreeSet::new(),
+        approved_cas: Vec::new(),
+        members: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+        services: BTreeMap::new(),
+        grants: Vec::new(),
+        global_groups: BTreeMap::new(),
+        federation_partners: Vec::new(),
+        registry_urls: Vec::new(),
+        signing_keys: Vec::new(),
+    }
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path)
+        .map_err(|e| StartError::Invalid(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+fn backends(config: &NodeConfig) -> Result<HashMap<lienthong_types::ServiceId, Backend>, StartError> {
+    let mut out = HashMap::new();
+    for s in &config.services {
+        let extra_roots = match &s.ca_file {
+            Some(p) => crate::backend::roots_from_pem(&read(p, "CA file")?).map_err(|e| {
+                StartError::Invalid(format!("service {}: CA file {}: {e}", s.id, p.display()))
+            })?,
+            None => Vec::new(),
+        };
+        let client = BackendClient::new(BackendTls { verify: s.tls_verify, extra_roots })
+            .map_err(|e| StartError::Invalid(format!("service {}: {e}", s.id)))?;
+        let openapi =
+            s.openapi.as_ref().map(|p| read(p, "OpenAPI description").map(Bytes::from)).transpose()?;
+        out.insert(
+            s.id.clone(),
+            Backend { client, url: s.url.clone(), timeout: config.service_timeout(s), openapi },
+        );
+    }
+    Ok(out)
+}
+
+fn client_certs(
+    config: &NodeConfig,
+) -> Result<HashMap<lienthong_types::SubsystemId, HashSet<lienthong_pki::Fingerprint>>, StartError> {
+    let mut out = HashMap::new();
+    for c in &config.clients {
+        let mut set = HashSet::new();
+        for p in &c.certificates {
+            let cert = Certificate::from_pem(&String::from_utf8_lossy(&read(p, "client certificate")?))
+                .map_err(|e| StartError::Invalid(format!("client {}: {}: {e}", c.subsystem, p.display())))?;
+            set.insert(cert.fingerprint());
+        }
+        out.insert(c.subsystem.clone(), set);
+    }
+    Ok(out)
+}
+
+fn consumer_identity(config: &NodeConfig, keys: &NodeKeys) -> Result<TlsIdentity, StartError> {
+    match (&config.consumer.tls_cert, &config.consumer.tls_key) {
+        (Some(cert), Some(key)) => {
+            let pem = String::from_utf8_lossy(&read(cert, "TLS certificate")?).into_owned();
+            let chain =
+                pem_chain(&pem).map_err(|e| StartError::Invalid(format!("{}: {e}", cert.display())))?;
+            let key_pem = String::from_utf8_lossy(&read(key, "TLS key")?).into_owned();
+            let key = PrivateKey::from_pem(&key_pem, None)
+                .map_err(|e| StartError::Invalid(format!("{}: {e}", key.display())))?;
+            Ok(TlsIdentity { chain, key: Arc::new(key) })
+        }
+        _ => Ok(TlsIdentity { chain: keys.tls.chain.clone(), key: keys.tls.key.clone() }),
+    }
+}
+
+/// Every certificate in a PEM file, in order.
+fn pem_chain(pem: &str) -> Result<Vec<Certificate>, String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut chain = Vec::new();
+    for block in pem.split_inclusive(END).filter(|b| b.contains("BEGIN CERTIFICATE")) {
+        chain.push(Certificate::from_pem(block).map_err(|e| e.to_string())?);
+    }
+    if chain.is_empty() {
+        return Err("no certificate found".into());
+    }
+    Ok(chain)
+}
+
+impl NodeHandle {
+    /// Starts a node on `listeners` with the keys from its directory.
+    pub async fn start(
+        config: NodeConfig,
+        keys: NodeKeys,
+        listeners: Listeners,
+        options: StartOptions,
+    ) -> Result<Self, StartError> {
+        let clock = options.clock.unwrap_or_else(Clock::system);
+        let backends = backends(&config)?;
+        let client_certs = client_certs(&config)?;
+        let consumer_tls = match listeners.https {
+            Some(_) => Some(TlsAcceptor::from(Arc::new(
+                consumer_server_config(&consumer_identity(&config, &keys)?)
+                    .map_err(|e| StartError::Invalid(format!("consumer TLS: {e}")))?,
+            ))),
+            None => None,
+        };
+        let spool_dir = config.data_dir.join("spool");
+        std::fs::create_dir_all(&spool_dir)
+            .map_err(|e| StartError::Invalid(format!("cannot create {}: {e}", spool_dir.display())))?;
+
+        let mut conf_config = ConfClientConfig::new(keys.anchor.clone(), config.data_dir.join("conf"));
+        conf_config.clock = clock.clone();
+        if let Some(p) = options.conf_poll_interval {
+            conf_config.poll_interval = p;
+        }
+        let conf_client = ConfClient::start(conf_config)?;
+        let conf_rx = conf_client.subscribe();
+
+        let store: Arc<dyn LogStore> = match options.log_store {
+            Some(s) => s,
+            None => Arc::new(SegmentStore::open_dir(&config.data_dir.join("log"))?),
+        };
+        let log = Arc::new(MessageLog::open(store, LogConfig::default())?);
+        let signer = CheckpointSigner {
+            origin: keys.node.to_string(),
+            key: keys.tls.key.clone(),
+            certificate: keys.tls.chain[0].clone(),
+        };
+        let witness: Arc<dyn Witness> = match options.witness {
+            Some(w) => w,
+            None => Arc::new(RegistryWitness::new(conf_rx.clone(), keys.anchor.clone())),
+        };
+        let checkpoint_clock = clock.clone();
+        let checkpointer = Checkpointer::spawn(
+            log.clone(),
+            signer,
+            Some(witness),
+            Duration::from_secs(config.log.checkpoint_interval_secs),
+            move || to_millis(checkpoint_clock.now()),
+        );
+
+        let initial = conf_rx
+            .borrow()
+            .as_ref()
+            .map(|c| c.conf.clone())
+            .unwrap_or_else(|| empty_conf(keys.anchor.instance.clone()));
+        let trust =
+            Arc::new(PeerTrust::new(&initial, &keys.tls).map_err(|e| StartError::Invalid(e.to_string()))?);
+        let (trust_tx, trust_rx) = watch::channel(trust.clone());
+        let peers = PeerClient::new(trust, PeerClientOptions::default());
+
+        let limits = BodyLimits {
+            max_bytes: config.limits.max_body_bytes,
+            memory_threshold: config.limits.memory_threshold_bytes,
+            idle_timeout: Duration::from_secs(config.limits.body_idle_timeout_secs),
+            total_timeout: None,
+        };
+        let skew_ms =
+            i64::try_from(config.limits.max_clock_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let exchange_log = ExchangeLog::new(log.clone(), &config, keys.body_key.clone());
+        let http_addr = listeners
+            .http
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|e| StartError::Invalid(e.to_string()))?;
+        let https_addr = listeners
+            .https
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|e| StartError::Invalid(e.to_string()))?;
+        let peer_addr = listeners.peer.local_addr().map_err(|e| StartError::Invalid(e.to_string()))?;
+        let state = Arc::new(NodeState {
+            config,
+            keys,
+            conf: conf_rx.clone(),
+            log: exchange_log,
+            peers: peers.clone(),
+            backends,
+            client_certs,
+            replay: ReplayGuard::new(skew_ms, 1_000_000),
+            clock,
+            spool_dir,
+            limits,
+            next_node: AtomicUsize::new(0),
+        });
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(follow_conf(state.clone(), conf_rx, peers, trust_tx, stopped.clone()));
+        let provider_state = state.clone();
+        let mut peer_stop = stopped.clone();
+        tasks.spawn(async move {
+            let handler = move |req, peer: lienthong_pki::tls::PeerIdentity| {
+                crate::provider::handle(provider_state.clone(), req, peer.node().clone())
+            };
+            let shutdown = async move { until_stopped(&mut peer_stop).await };
+            if let Err(e) = PeerServer::from_listener(listeners.peer).serve(trust_rx, handler, shutdown).await
+            {
+                tracing::error!(error = %e, "peer listener failed");
+            }
+        });
+        if let Some(l) = listeners.http {
+            tasks.spawn(accept_loop(state.clone(), l, None, stopped.clone()));
+        }
+        if let Some(l) = listeners.https {
+            tasks.spawn(accept_loop(state.clone(), l, consumer_tls, stopped.clone()));
+        }
+        tracing::info!(node = %state.keys.node, ?http_addr, ?https_addr, %peer_addr, "node started");
+        Ok(Self {
+            http: http_addr,
+            https: https_addr,
+            peer: peer_addr,
+            state,
+            conf_client,
+            checkpointer: Some(checkpointer),
+            stop,
+            tasks,
+        })
+    }
+
+    /// The configuration client (to refresh on demand, read the status).
+    pub fn conf_client(&self) -> &ConfClient {
+        &self.conf_client
+    }
+
+    /// The message log.
+    pub fn log(&self) -> &Arc<MessageLog> {
+        self.state.log.log()
+    }
+
+    /// The current global configuration, if any.
+    pub fn conf(&self) -> Option<Arc<VerifiedConf>> {
+        self.state.conf.borrow().clone()
+    }
+
+    /// Waits until the peer transport runs on configuration `version` or newer (bounded by the
+    /// caller's timeout).
+    pub async fn wait_for_conf(&self, version: u64) {
+        let mut rx = self.state.conf.clone();
+        let _ = rx.wait_for(|c| c.as_ref().is_some_and(|c| c.conf.version >= version)).await;
+        // The peer trust follows the configuration in its own task.
+        while self.state.peers.trust().version() < version {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops accepting, lets open exchanges finish, stops the checkpointer and the log.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let grace = tokio::time::timeout(Duration::from_secs(15), async {
+            while self.tasks.join_next().await.is_some() {}
+        });
+        if grace.await.is_err() {
+            self.tasks.abort_all();
+        }
+        if let Some(c) = self.checkpointer.take() {
+            c.stop().await;
+        }
+        self.conf_client.shutdown().await;
+    }
+}
+
+/// Completes once the stop flag is raised (or its sender is gone).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Rebuilds the peer trust whenever a new configuration arrives.
+async fn follow_conf(
+    state: Arc<NodeState>,
+    mut conf: watch::Receiver<Option<Arc<VerifiedConf>>>,
+    peers: PeerClient,
+    trust_tx: watch::Sender<Arc<PeerTrust>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let current = conf.borrow_and_update().clone();
+        if let Some(c) = current
+            && c.conf.version != peers.trust().version()
+        {
+            match PeerTrust::new(&c.conf, &state.keys.tls) {
+                Ok(t) => {
+                    let t = Arc::new(t);
+                    peers.update(t.clone());
+                    trust_tx.send_replace(t);
+                    tracing::info!(
+                        version = c.conf.version,
+                        "peer trust follows the new global configuration"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build peer trust from the global configuration")
+                }
+            }
+        }
+        tokio::select! {
+            changed = conf.changed() => if changed.is_err() { return },
+            () = until_stopped(&mut stopped) => return,
+        }
+    }
+}
+
+/// Accepts information systems' connections (plain or TLS) and serves r1 on them.
+async fn accept_loop(
+    state: Arc<NodeState>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = until_stopped(&mut stopped) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    tcp.set_nodelay(true).ok();
+                    connections.spawn(serve_client(state.clone(), tcp, remote, tls.clone(), stopped.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a client connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_client(
+    state: Arc<NodeState>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    stopped: watch::Receiver<bool>,
+) {
+    match tls {
+        None => {
+            let conn = ConnInfo { remote, tls: false, client_cert: None };
+            serve_http(state, TokioIo::new(tcp), conn, false, stopped).await;
+        }
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "client TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let (_, session) = stream.get_ref();
+            let client_cert = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| lienthong_pki::Fingerprint::of(c));
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let conn = ConnInfo { remote, tls: true, client_cert };
+            serve_http(state, TokioIo::new(stream), conn, h2, stopped).await;
+        }
+    }
+}
+
+async fn serve_http<I>(
+    state: Arc<NodeState>,
+    io: I,
+    conn: ConnInfo,
+    h2: bool,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let (state, conn) = (state.clone(), conn.clone());
+        async move { Ok::<_, std::convert::Infallible>(consumer::handle(state, req, conn).await) }
+    });
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .max_concurrent_streams(256)
+            .max_header_list_size(64 * 1024)
+            .max_pending_accept_reset_streams(32)
+            .timer(TokioTimer::new());
+        let c = builder.serve_connection(io, service);
+        let mut c = std::pin::pin!(c);
+        tokio::select! {
+            _ = c.as_mut() => {}
+            () = until_stopped(&mut stopped) => { c.as_mut().graceful_shutdown(); let _ = c.await; }
+        }
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_headers(100)
+            .max_buf_size(128 * 1024);
+        let c = builder.serve_connection(io, service);
+        let mut c = std::pin::pin!(c);
+        tokio::select! {
+            _ = c.as_mut() => {}
+            () = until_stopped(&mut stopped) => { c.as_mut().graceful_shutdown(); let _ = c.await; }
+        }
+    }
+}

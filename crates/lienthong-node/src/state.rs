@@ -1,0 +1,106 @@
+//! What both sides of a running node share.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use lienthong_exchange::{Reject, error_body};
+use lienthong_globalconf::{Freshness, VerifiedConf};
+use lienthong_pki::Fingerprint;
+use lienthong_types::{Fault, ServiceId, SubsystemId};
+use tokio::sync::watch;
+
+use crate::Clock;
+use crate::backend::BackendClient;
+use crate::body::BodyLimits;
+use crate::config::NodeConfig;
+use crate::exchange_log::ExchangeLog;
+use crate::home::NodeKeys;
+use crate::peer::PeerClient;
+use crate::replay::ReplayGuard;
+
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A backend of a service this node provides.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub client: BackendClient,
+    pub url: String,
+    pub timeout: Duration,
+    pub openapi: Option<Bytes>,
+}
+
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    pub config: NodeConfig,
+    pub keys: NodeKeys,
+    pub conf: watch::Receiver<Option<Arc<VerifiedConf>>>,
+    pub log: ExchangeLog,
+    pub peers: PeerClient,
+    pub backends: HashMap<ServiceId, Backend>,
+    pub client_certs: HashMap<SubsystemId, HashSet<Fingerprint>>,
+    pub replay: ReplayGuard,
+    pub clock: Clock,
+    pub spool_dir: PathBuf,
+    pub limits: BodyLimits,
+    /// Spreads calls across a provider's nodes.
+    pub next_node: AtomicUsize,
+}
+
+impl NodeState {
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// The current global configuration if it may be used now; `fault` otherwise.
+    pub(crate) fn usable_conf(&self, fault: Fault) -> Result<Arc<VerifiedConf>, Reject> {
+        let conf = self.conf.borrow().clone();
+        match conf {
+            Some(c) if Freshness::of(&c.conf, self.now(), Duration::ZERO).is_usable() => Ok(c),
+            Some(_) => Err(Reject::new(fault, "this node's global configuration has expired")),
+            None => Err(Reject::new(fault, "this node has no global configuration yet")),
+        }
+    }
+
+    pub(crate) fn rotation(&self) -> usize {
+        self.next_node.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_skew(&self) -> Duration {
+        Duration::from_secs(self.config.limits.max_clock_skew_secs)
+    }
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub(crate) fn new_detail() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The HTTP response for a gateway error.
+pub(crate) fn error_response(
+    code: &str,
+    status: u16,
+    message: &str,
+    detail: &str,
+    accept: Option<&str>,
+) -> Response<Body> {
+    let e = error_body::render_code(code, status, message, detail, accept);
+    let mut resp = Response::new(full(e.body));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(e.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(e.content_type));
+    if let Ok(v) = HeaderValue::from_str(&e.code) {
+        h.insert(lienthong_exchange::headers::X_ROAD_ERROR, v);
+    }
+    resp
+}

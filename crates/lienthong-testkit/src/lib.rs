@@ -1,0 +1,500 @@
+//! In-process topologies for tests, built with the product's own code paths: a registry made by
+//! `RegistryHome::init` and served by `serve`, nodes set up by `NodeHome::init` (CSRs,
+//! registration, approval) and run by `NodeHandle::start`, mock backends, all on `127.0.0.1:0`
+//! with a clock the test can move.
+
+mod backend;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use lienthong_globalconf::{Anchor, sign_request};
+use lienthong_node::home::{InitOptions as NodeInitOptions, NodeHome};
+use lienthong_node::{Clock as NodeClock, Listeners, NodeConfig, NodeHandle, StartOptions};
+use lienthong_pki::{Certificate, KeyAlgorithm};
+use lienthong_proto::globalconf::v1 as gc;
+use lienthong_proto::registry::v1 as pb;
+use lienthong_registry::admin::{AdminSession, GrantTo, NewGrant};
+use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegistry, serve};
+use lienthong_types::{ClientId, MemberId, NodeId, ServiceId, SubsystemId};
+
+pub use backend::{MockBackend, Mode, Seen};
+
+/// Makes management request ids unique within a test process.
+static PUBLISHED: AtomicI64 = AtomicI64::new(0);
+
+/// The longest any single step of a test may take.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// Bounds a step of a test.
+pub async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, f).await.expect("step finished in time")
+}
+
+/// A clock every component of a topology shares, so expiry and skew can be reached without
+/// waiting. Nodes can be given their own offset on top.
+#[derive(Clone, Default, Debug)]
+pub struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    pub fn now(&self) -> SystemTime {
+        let offset = self.0.load(Ordering::SeqCst);
+        if offset >= 0 {
+            SystemTime::now() + Duration::from_secs(offset as u64)
+        } else {
+            SystemTime::now() - Duration::from_secs(offset.unsigned_abs())
+        }
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// The same clock, as a node sees it, shifted by `skew_secs`.
+    pub fn for_node(&self, skew: Arc<AtomicI64>) -> NodeClock {
+        let c = self.clone();
+        NodeClock::from_fn(move || {
+            let s = skew.load(Ordering::SeqCst);
+            let t = c.now();
+            if s >= 0 { t + Duration::from_secs(s as u64) } else { t - Duration::from_secs(s.unsigned_abs()) }
+        })
+    }
+}
+
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A registry served in-process.
+pub struct TestRegistry {
+    pub running: RunningRegistry,
+    pub home: RegistryHome,
+    pub admin: AdminSession,
+    pub ca: Certificate,
+    pub config: RegistryConfig,
+}
+
+impl std::fmt::Debug for TestRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestRegistry").field("grpc", &self.running.grpc_url()).finish_non_exhaustive()
+    }
+}
+
+impl TestRegistry {
+    /// Creates and serves instance `VN` in `dir`, approving every request automatically when
+    /// `auto` is set (as an operator who pre-approved them would).
+    pub async fn start(dir: &Path, clock: &TestClock, auto: bool) -> Self {
+        let approve = if auto { "true" } else { "false" };
+        let toml = format!(
+            r#"
+            instance = "VN"
+            data_dir = "registry"
+            [http]
+            listen = "127.0.0.1:0"
+            [grpc]
+            listen = "127.0.0.1:0"
+            [globalconf]
+            validity_secs = 600
+            refresh_secs = 60
+            [auto_approve]
+            register_node = {approve}
+            issue_signing_cert = {approve}
+            host_subsystem = {approve}
+            publish_service = true
+            grant_access = true
+            revoke_access = true
+            "#
+        );
+        let path = dir.join("registry.toml");
+        std::fs::write(&path, toml).expect("write registry.toml");
+        let config = RegistryConfig::load(&path).expect("valid registry config");
+        let c = clock.clone();
+        let reg_clock: lienthong_registry::Clock = Arc::new(move || c.now());
+        let home = RegistryHome::new(&config.data_dir);
+        let opts = InitOptions {
+            instance: config.instance.clone(),
+            member_classes: vec![("GOV".parse().expect("class"), "Cơ quan nhà nước".into())],
+            admin_name: "Quản trị viên".into(),
+            key_algorithm: KeyAlgorithm::Ed25519,
+            passphrase: None,
+        };
+        let placeholder: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        drop(
+            home.init(&opts, config.settings(placeholder, placeholder), reg_clock.clone())
+                .expect("registry init"),
+        );
+        let running = within(serve(&config, None, reg_clock)).await.expect("registry serves");
+        let ca = Certificate::from_pem(&std::fs::read_to_string(home.ca_cert_path()).expect("CA file"))
+            .expect("CA certificate");
+        let admin_id = home.admin_identity(None).expect("admin identity");
+        let admin = within(AdminSession::connect(
+            &running.grpc_url(),
+            &admin_id,
+            std::slice::from_ref(&ca),
+            &config.instance,
+        ))
+        .await
+        .expect("admin session");
+        Self { running, home, admin, ca, config }
+    }
+
+    pub fn anchor(&self) -> Anchor {
+        Anchor::from_json(&std::fs::read_to_string(self.home.anchor_path()).expect("anchor file"))
+            .expect("anchor")
+    }
+
+    pub fn version(&self) -> u64 {
+        self.running.registry.current().version
+    }
+}
+
+/// One node of a topology.
+pub struct TestNode {
+    pub id: NodeId,
+    pub home: NodeHome,
+    pub config: NodeConfig,
+    pub handle: Option<NodeHandle>,
+    /// Added to the topology clock for this node only.
+    pub skew: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for TestNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNode").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl TestNode {
+    pub fn handle(&self) -> &NodeHandle {
+        self.handle.as_ref().expect("the node is running")
+    }
+
+    /// The consumer side's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.handle().http.expect("an HTTP listener"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.home.dir()
+    }
+}
+
+/// What one node of a topology hosts and provides.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    pub subsystems: Vec<SubsystemId>,
+    /// Services whose backend this node calls: (service, backend index in the topology).
+    pub services: Vec<(ServiceId, usize)>,
+    /// Extra TOML appended to the node's configuration.
+    pub extra_toml: String,
+}
+
+/// A registry, nodes and backends.
+pub struct Topology {
+    pub dir: tempfile::TempDir,
+    pub clock: TestClock,
+    pub registry: TestRegistry,
+    pub nodes: Vec<TestNode>,
+    pub backends: Vec<MockBackend>,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology").field("nodes", &self.nodes).finish_non_exhaustive()
+    }
+}
+
+pub fn member(s: &str) -> MemberId {
+    s.parse().expect("member id")
+}
+
+pub fn subsystem(s: &str) -> SubsystemId {
+    s.parse().expect("subsystem id")
+}
+
+pub fn service(s: &str) -> ServiceId {
+    s.parse().expect("service id")
+}
+
+pub fn node_id(s: &str) -> NodeId {
+    s.parse().expect("node id")
+}
+
+/// The standard topology's names: the Government Office consumes the Ministry of Public
+/// Security's population service, which two of the ministry's nodes provide.
+pub mod names {
+    pub const BCA: &str = "VN/GOV/000.00.00.G01";
+    pub const VPCP: &str = "VN/GOV/000.00.00.G02";
+    pub const DANCU: &str = "VN/GOV/000.00.00.G01/dancu";
+    pub const CONG_DVC: &str = "VN/GOV/000.00.00.G02/cong-dvc";
+    pub const CONG_DAN: &str = "VN/GOV/000.00.00.G01/dancu/cong-dan";
+    pub const HO_TICH: &str = "VN/GOV/000.00.00.G01/dancu/ho-tich";
+    pub const NODE_VPCP: &str = "VN/GOV/000.00.00.G02/ss-vpcp";
+    pub const NODE_BCA_1: &str = "VN/GOV/000.00.00.G01/ss-bca-1";
+    pub const NODE_BCA_2: &str = "VN/GOV/000.00.00.G01/ss-bca-2";
+}
+
+impl Topology {
+    /// The standard topology: node 0 hosts the consumer `CONG_DVC`; nodes 1 and 2 both host
+    /// `DANCU`, with backends 0 and 1. `CONG_DAN` is granted to `CONG_DVC`; `HO_TICH` is
+    /// published but not granted.
+    pub async fn standard() -> Self {
+        Self::standard_with("").await
+    }
+
+    /// [`Topology::standard`] with extra TOML for every node's configuration.
+    pub async fn standard_with(extra_toml: &str) -> Self {
+        use names::*;
+        let specs = vec![
+            NodeSpec {
+                id: node_id(NODE_VPCP),
+                subsystems: vec![subsystem(CONG_DVC)],
+                services: vec![],
+                extra_toml: extra_toml.into(),
+            },
+            NodeSpec {
+                id: node_id(NODE_BCA_1),
+                subsystems: vec![subsystem(DANCU)],
+                services: vec![(service(CONG_DAN), 0), (service(HO_TICH), 0)],
+                extra_toml: extra_toml.into(),
+            },
+            NodeSpec {
+                id: node_id(NODE_BCA_2),
+                subsystems: vec![subsystem(DANCU)],
+                services: vec![(service(CONG_DAN), 1), (service(HO_TICH), 1)],
+                extra_toml: extra_toml.into(),
+            },
+        ];
+        let mut t = Self::build(
+            &[(BCA, "Bộ Công an", &["dancu"]), (VPCP, "Văn phòng Chính phủ", &["cong-dvc"])],
+            specs,
+            2,
+        )
+        .await;
+        t.publish(&service(CONG_DAN), &node_id(NODE_BCA_1)).await;
+        t.publish(&service(HO_TICH), &node_id(NODE_BCA_1)).await;
+        t.grant(&service(CONG_DAN), &ClientId::Subsystem(subsystem(CONG_DVC))).await;
+        t.sync().await;
+        t
+    }
+
+    /// Members (id, name, subsystem codes), nodes set up through `node init`, and `backends`
+    /// mock backends.
+    pub async fn build(members: &[(&str, &str, &[&str])], specs: Vec<NodeSpec>, backends: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let clock = TestClock::default();
+        let mut registry = TestRegistry::start(dir.path(), &clock, true).await;
+        for (id, name, subsystems) in members {
+            within(registry.admin.add_member(&member(id), name, None)).await.expect("add member");
+            for s in *subsystems {
+                let sub = member(id).subsystem(s.parse().expect("subsystem code"));
+                within(registry.admin.add_subsystem(&sub, &format!("{name} / {s}")))
+                    .await
+                    .expect("add subsystem");
+            }
+        }
+        let mut mocks = Vec::new();
+        for i in 0..backends {
+            mocks.push(MockBackend::start(&format!("backend-{i}")).await);
+        }
+        let mut nodes = Vec::new();
+        for spec in specs {
+            nodes.push(Self::init_node(dir.path(), &registry, &clock, &mocks, spec).await);
+        }
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        Self { dir, clock, registry, nodes, backends: mocks, http }
+    }
+
+    async fn init_node(
+        dir: &Path,
+        registry: &TestRegistry,
+        clock: &TestClock,
+        mocks: &[MockBackend],
+        spec: NodeSpec,
+    ) -> TestNode {
+        let node_dir = dir.join(spec.id.code.as_str());
+        let mut toml = format!(
+            "data_dir = {:?}\n[consumer]\nhttp = \"127.0.0.1:0\"\n[peer]\nlisten = \"127.0.0.1:0\"\n[log]\ncheckpoint_interval_secs = 3600\n",
+            node_dir.display().to_string()
+        );
+        for (svc, backend) in &spec.services {
+            toml.push_str(&format!("[[service]]\nid = \"{svc}\"\nurl = \"{}\"\n", mocks[*backend].url()));
+        }
+        toml.push_str(&spec.extra_toml);
+        let config = NodeConfig::parse(&toml).unwrap_or_else(|e| panic!("node config: {e}\n{toml}"));
+        let listeners = within(Listeners::bind(&config)).await.expect("bind node listeners");
+        let peer_url = format!("https://{}", listeners.peer_addr().expect("peer address"));
+        let home = NodeHome::new(&node_dir);
+        let mut opts = NodeInitOptions::new(registry.anchor(), spec.id.clone(), vec![peer_url]);
+        opts.subsystems = spec.subsystems.clone();
+        opts.wait = Some(Duration::from_secs(20));
+        opts.max_poll_interval = Duration::from_millis(50);
+        let c = clock.clone();
+        opts.clock = NodeClock::from_fn(move || c.now());
+        let outcome = within(home.init(&opts)).await.expect("node init");
+        assert!(outcome.is_complete(), "node init incomplete: {outcome:?}");
+        let skew = Arc::new(AtomicI64::new(0));
+        let mut node = TestNode { id: spec.id, home, config, handle: None, skew };
+        Self::start_on(&mut node, clock, listeners).await;
+        node
+    }
+
+    async fn start_on(node: &mut TestNode, clock: &TestClock, listeners: Listeners) {
+        let keys = node.home.open(None).expect("open node keys");
+        let options = StartOptions {
+            clock: Some(clock.for_node(node.skew.clone())),
+            conf_poll_interval: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        let handle = within(NodeHandle::start(node.config.clone(), keys, listeners, options))
+            .await
+            .expect("node starts");
+        node.handle = Some(handle);
+    }
+
+    /// Stops node `i` and starts it again on the same ports and directory.
+    pub async fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let old = node.handle.take().expect("running");
+        let (http, peer) = (old.http, old.peer);
+        within(old.shutdown()).await;
+        node.config.consumer.http = http;
+        node.config.peer.listen = peer;
+        let listeners = within(Listeners::bind(&node.config)).await.expect("rebind");
+        let clock = self.clock.clone();
+        Self::start_on(node, &clock, listeners).await;
+        self.sync().await;
+    }
+
+    /// Stops node `i` (its ports close; peers fail over).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(h) = self.nodes[i].handle.take() {
+            within(h.shutdown()).await;
+        }
+    }
+
+    /// Publishes the registry's current configuration to every running node and waits until
+    /// their peer transport uses it.
+    pub async fn sync(&self) {
+        let version = self.registry.running.registry.publish().expect("publish").version;
+        for n in self.nodes.iter().filter(|n| n.handle.is_some()) {
+            let h = n.handle();
+            within(h.conf_client().refresh_now()).await.expect("refresh the configuration");
+            within(h.wait_for_conf(version)).await;
+        }
+    }
+
+    /// Publishes `service` (REST, every path), signed by its member's key held on `node`.
+    pub async fn publish(&self, id: &ServiceId, node: &NodeId) {
+        let n = self.nodes.iter().find(|n| &n.id == node).expect("node in topology");
+        let keys = n.home.open(None).expect("node keys");
+        let (key, cert) = keys.signing.get(&id.subsystem.member).expect("the node holds the member's key");
+        let service = gc::Service {
+            id: Some(id.into()),
+            r#type: gc::ServiceType::Rest as i32,
+            description: format!("{} (test)", id.code),
+            disabled: false,
+            endpoints: vec![],
+        };
+        let request = pb::ManagementRequest {
+            request_id: format!(
+                "publish-{}-{}",
+                PUBLISHED.fetch_add(1, Ordering::SeqCst),
+                millis(self.clock.now())
+            ),
+            created_at_ms: millis(self.clock.now()),
+            kind: Some(pb::management_request::Kind::PublishService(pb::PublishService {
+                service: Some(service),
+                description_document: Vec::new(),
+            })),
+        };
+        let signed = sign_request(&request, key, Some(cert)).expect("sign");
+        let status = self.registry.running.registry.submit(signed).expect("submit");
+        assert_eq!(status.state, pb::RequestState::Approved as i32, "publication approved: {status:?}");
+    }
+
+    /// Grants `client` the whole of `service`; returns the grant id.
+    pub async fn grant(&mut self, service: &ServiceId, client: &ClientId) -> String {
+        self.grant_endpoints(service, client, &[]).await
+    }
+
+    /// Grants `client` the given (method, path pattern) pairs of `service`.
+    pub async fn grant_endpoints(
+        &mut self,
+        service: &ServiceId,
+        client: &ClientId,
+        endpoints: &[(&str, &str)],
+    ) -> String {
+        let g = NewGrant {
+            service: service.clone(),
+            to: GrantTo::Client(client.clone()),
+            endpoints: endpoints.iter().map(|(m, p)| ((*m).into(), (*p).into())).collect(),
+            legal_basis: "Nghị định 47/2020/NĐ-CP".into(),
+            valid_from_ms: millis(self.clock.now()) - 60_000,
+            valid_until_ms: 0,
+        };
+        within(self.registry.admin.add_grant(&g)).await.expect("add grant").grant_id
+    }
+
+    pub async fn revoke(&mut self, grant_id: &str) {
+        within(self.registry.admin.revoke_grant(grant_id, "test")).await.expect("revoke grant");
+    }
+
+    /// Sends `req` (URI relative to node `i`'s consumer side, e.g. `/r1/...`) and reads the whole
+    /// answer.
+    pub async fn call(&self, i: usize, req: Request<Full<Bytes>>) -> Response<Bytes> {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        parts.uri = format!("{}{pq}", self.nodes[i].url()).parse().expect("URI");
+        let resp = within(self.http.request(Request::from_parts(parts, body))).await.expect("HTTP exchange");
+        let (parts, body) = resp.into_parts();
+        let bytes = within(body.collect()).await.expect("response body").to_bytes();
+        Response::from_parts(parts, bytes)
+    }
+
+    /// A request from the standard consumer `CONG_DVC` to `path` (which starts with `/r1/`).
+    pub fn r1(method: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-road-client", names::CONG_DVC)
+            .body(Full::new(body.into()))
+            .expect("request")
+    }
+
+    /// The records of node `i`'s log, decoded, in order.
+    pub fn records(&self, i: usize) -> Vec<lienthong_proto::msglog::v1::LogRecord> {
+        let log = self.nodes[i].handle().log();
+        let size = log.head().size;
+        (0..size)
+            .map(|n| {
+                let bytes = log.store().record(n).expect("record").expect("record exists");
+                lienthong_msglog::record::decode_record(&bytes).expect("decodable record")
+            })
+            .collect()
+    }
+
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir().to_path_buf()
+    }
+
+    /// Stops every node and the registry.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+        let Self { registry, .. } = self;
+        within(registry.running.shutdown()).await;
+    }
+}
