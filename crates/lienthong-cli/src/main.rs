@@ -6,6 +6,7 @@
 mod demo;
 mod files;
 mod log;
+mod node;
 mod pki;
 mod registry;
 
@@ -31,6 +32,9 @@ enum Command {
     /// The message log: verify, show, export.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// A node: set it up against its registry.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// The registry of an instance: membership, catalogue, grants, global configuration.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Log(cmd) => log::run(cmd),
+        Command::Node(cmd) => node::run(cmd),
         Command::Pki(cmd) => pki::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
     };

@@ -380,13 +380,18 @@ fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve(a: ServeArgs) -> Result<()> {
+/// Log lines to stderr, `info` unless `RUST_LOG` says otherwise.
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    init_tracing();
     let config = load_config(&a.config)?;
     let passphrase = a.passphrase.read()?;
     let mut running = lienthong_registry::serve(&config, passphrase.as_deref(), system_clock()).await?;
@@ -402,7 +407,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
 }
 
 /// Ctrl-C, or SIGTERM from a service manager.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -15,9 +15,6 @@ use serde::Deserialize;
 pub struct NodeConfig {
     /// The node directory made by `lienthong node init`. Relative to this file.
     pub data_dir: PathBuf,
-    /// Environment variable holding the passphrase of the node's keys, if they are encrypted.
-    #[serde(default)]
-    pub passphrase_env: Option<String>,
     pub consumer: ConsumerConfig,
     pub peer: PeerConfig,
     #[serde(default)]

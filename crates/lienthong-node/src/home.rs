@@ -66,39 +66,34 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// concerned and never include key material or passphrases.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
-    #[error("could not {action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("key file {}: {source}", path.display())]
-    Key {
-        path: PathBuf,
-        #[source]
-        source: KeyError,
-    },
-    #[error("certificate file {}: {source}", path.display())]
-    Cert {
-        path: PathBuf,
-        #[source]
-        source: CertError,
-    },
+    // Causes are part of the message rather than `source()`: `anyhow`'s `{:#}` would print
+    // them twice.
+    #[error("could not {action} {}: {error}", path.display())]
+    Io { action: &'static str, path: PathBuf, error: io::Error },
+    #[error("key file {}: {error}", path.display())]
+    Key { path: PathBuf, error: KeyError },
+    #[error("certificate file {}: {error}", path.display())]
+    Cert { path: PathBuf, error: CertError },
     #[error("{}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
     #[error("{} already holds a set-up node ({node}); refusing to set it up again", dir.display())]
     AlreadyInitialised { dir: PathBuf, node: NodeId },
     #[error("{} holds no node (run `lienthong node init` first)", dir.display())]
     NotInitialised { dir: PathBuf },
-    #[error("the set-up of {} is not finished: {waiting}; run `lienthong node init` again to continue", dir.display())]
+    #[error(
+        "the set-up of {} is not finished: {waiting}; run `lienthong node init` again to continue",
+        dir.display()
+    )]
     Incomplete { dir: PathBuf, waiting: String },
-    #[error("{} was set up with different arguments: {what}; repeat the original arguments or use a new directory", dir.display())]
+    #[error(
+        "{} was set up with different arguments: {what}; repeat the original arguments or use a new directory",
+        dir.display()
+    )]
     Mismatch { dir: PathBuf, what: String },
     #[error("invalid set-up: {0}")]
     Invalid(String),
     #[error("cannot get the global configuration: {0}")]
-    Conf(#[from] ConfClientError),
+    Conf(ConfClientError),
     #[error("the global configuration lists no registry API URL; give one explicitly")]
     NoRegistryUrl,
     #[error("cannot reach the registry at {url}: {reason}")]
@@ -106,15 +101,27 @@ pub enum HomeError {
     #[error("the registry refused the request for {what}: {message}")]
     Refused { what: String, message: String },
     #[error(
-        "the registry {state} request {request_id} ({what}): {reason}; fix the cause and run init again to send a new request"
+        "the registry rejected request {request_id} ({what}): {reason}; fix the cause and run init again to send a new request"
     )]
-    Rejected { what: String, request_id: String, state: &'static str, reason: String },
+    Rejected { what: String, request_id: String, reason: String },
+    /// The registry withdrew an approval (e.g. it removed the node): what was built on it is
+    /// void, so this directory cannot simply continue.
+    #[error(
+        "the registry revoked request {request_id} ({what}): {reason}; set the node up again in a new directory"
+    )]
+    Revoked { what: String, request_id: String, reason: String },
     #[error("{0}")]
     Crypto(String),
 }
 
+impl From<ConfClientError> for HomeError {
+    fn from(e: ConfClientError) -> Self {
+        HomeError::Conf(e)
+    }
+}
+
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> HomeError + 'a {
-    move |source| HomeError::Io { action, path: path.to_owned(), source }
+    move |error| HomeError::Io { action, path: path.to_owned(), error }
 }
 
 fn crypto(what: &str, e: impl fmt::Display) -> HomeError {
@@ -537,28 +544,36 @@ impl NodeHome {
         Ok(state)
     }
 
-    /// A directory with a set-up under way: the arguments must be the ones it started with.
-    fn resume_state(&self, state: NodeState, opts: &InitOptions) -> Result<NodeState, HomeError> {
+    /// A directory with a set-up under way: the arguments must be the ones it started with,
+    /// unless the registration is still to be sent (the last one was refused or rejected), in
+    /// which case the new arguments replace the old.
+    fn resume_state(&self, mut state: NodeState, opts: &InitOptions) -> Result<NodeState, HomeError> {
         if state.waiting().is_none() {
             return Err(HomeError::AlreadyInitialised { dir: self.dir.clone(), node: state.node });
         }
-        let mismatch = |what: String| Err(HomeError::Mismatch { dir: self.dir.clone(), what });
-        if state.node != opts.node {
-            return mismatch(format!("node {} instead of {}", opts.node, state.node));
-        }
-        if state.addresses != opts.addresses {
-            return mismatch(format!("addresses {:?} instead of {:?}", opts.addresses, state.addresses));
-        }
         let subsystems: BTreeSet<SubsystemId> = opts.subsystems.iter().cloned().collect();
-        if state.subsystems != subsystems {
-            let list = |s: &BTreeSet<SubsystemId>| s.iter().map(ToString::to_string).collect::<Vec<_>>();
-            return mismatch(format!(
-                "subsystems {:?} instead of {:?}",
-                list(&subsystems),
-                list(&state.subsystems)
-            ));
+        let unchanged =
+            state.node == opts.node && state.addresses == opts.addresses && state.subsystems == subsystems;
+        if unchanged {
+            return Ok(state);
         }
-        Ok(state)
+        if state.registration.as_ref().is_none_or(|r| r.state == RequestState::Rejected) {
+            // Nothing the registry holds depends on the old arguments; the keys do not either.
+            state.node = opts.node.clone();
+            state.addresses = opts.addresses.clone();
+            state.subsystems = subsystems;
+            self.save_state(&state)?;
+            return Ok(state);
+        }
+        let what = if state.node != opts.node {
+            format!("node {} instead of {}", opts.node, state.node)
+        } else if state.addresses != opts.addresses {
+            format!("addresses {:?} instead of {:?}", opts.addresses, state.addresses)
+        } else {
+            let list = |s: &BTreeSet<SubsystemId>| s.iter().map(ToString::to_string).collect::<Vec<_>>();
+            format!("subsystems {:?} instead of {:?}", list(&subsystems), list(&state.subsystems))
+        };
+        Err(HomeError::Mismatch { dir: self.dir.clone(), what })
     }
 
     fn conf_client(&self, anchor: &Anchor, clock: &Clock) -> Result<ConfClient, HomeError> {
@@ -644,6 +659,13 @@ impl Session<'_> {
         let home = self.home;
         let request = match state.slot(target) {
             Some(r) if r.state == RequestState::Pending => r.clone(),
+            Some(r) if r.state == RequestState::Revoked => {
+                return Err(HomeError::Revoked {
+                    what: target.to_string(),
+                    request_id: r.id.clone(),
+                    reason: r.reason.clone().unwrap_or_else(|| "no reason given".into()),
+                });
+            }
             // Nothing sent yet, or the operator turned the last one down: a new request.
             _ => {
                 let id = format!("{}-{}", request_prefix(target), uuid::Uuid::new_v4());
@@ -717,11 +739,12 @@ impl Session<'_> {
             tracing::info!(request = %request.id, "{target} approved");
             return Ok(true);
         }
-        Err(HomeError::Rejected {
-            what: target.to_string(),
-            request_id: request.id,
-            state: if decided == RequestState::Revoked { "revoked" } else { "rejected" },
-            reason: reason.unwrap_or_else(|| "no reason given".into()),
+        let (what, request_id) = (target.to_string(), request.id);
+        let reason = reason.unwrap_or_else(|| "no reason given".into());
+        Err(if decided == RequestState::Revoked {
+            HomeError::Revoked { what, request_id, reason }
+        } else {
+            HomeError::Rejected { what, request_id, reason }
         })
     }
 
@@ -1013,18 +1036,18 @@ fn wipe(buf: &mut [u8]) {
 
 fn read_cert(path: &Path) -> Result<Certificate, HomeError> {
     let pem = fs::read_to_string(path).map_err(io_error("read", path))?;
-    Certificate::from_pem(&pem).map_err(|source| HomeError::Cert { path: path.to_owned(), source })
+    Certificate::from_pem(&pem).map_err(|error| HomeError::Cert { path: path.to_owned(), error })
 }
 
 fn read_key(path: &Path, passphrase: Option<&[u8]>) -> Result<PrivateKey, HomeError> {
     let pem = fs::read_to_string(path).map_err(io_error("read", path))?;
-    PrivateKey::from_pem(&pem, passphrase).map_err(|source| HomeError::Key { path: path.to_owned(), source })
+    PrivateKey::from_pem(&pem, passphrase).map_err(|error| HomeError::Key { path: path.to_owned(), error })
 }
 
 fn write_key(path: &Path, key: &PrivateKey, passphrase: Option<&[u8]>) -> Result<(), HomeError> {
     let pem = match passphrase {
         Some(p) => {
-            key.to_encrypted_pem(p).map_err(|source| HomeError::Key { path: path.to_owned(), source })?
+            key.to_encrypted_pem(p).map_err(|error| HomeError::Key { path: path.to_owned(), error })?
         }
         None => key.to_pem(),
     };

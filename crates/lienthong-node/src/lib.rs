@@ -10,6 +10,7 @@ mod consumer;
 mod exchange_log;
 mod health;
 pub mod home;
+pub mod manage;
 pub mod peer;
 mod provider;
 mod replay;
