@@ -152,3 +152,87 @@ async fn backend_statuses_and_headers_pass_through_and_a_10_mib_body_round_trips
     assert_eq!(logged.body_sha256, Sha256::digest(&big).to_vec());
     within(t.shutdown()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_checkpoint_their_logs_and_the_registry_witnesses_them() {
+    let t = Topology::standard_with("").await;
+    let resp = t.call(0, Topology::r1("GET", &format!("/r1/{CONG_DAN}/cong-dan/1"), "")).await;
+    assert_eq!(resp.status(), 200);
+    // The node's own checkpointer runs hourly in the testkit; drive one round by hand through
+    // the node's registry witness, as the checkpointer does.
+    let node = &t.nodes[0];
+    let keys = node.home.open(None).unwrap();
+    let signer = lienthong_msglog::CheckpointSigner {
+        origin: keys.node.to_string(),
+        key: keys.tls.key.clone(),
+        certificate: keys.tls.chain[0].clone(),
+    };
+    let witness =
+        lienthong_node::RegistryWitness::new(node.handle().conf_subscription(), keys.anchor.clone());
+    let log = node.handle().log();
+    let cosigned = within(lienthong_msglog::witness::checkpoint_and_witness(
+        log,
+        &signer,
+        &witness,
+        lienthong_testkit::millis(t.clock.now()),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(cosigned.signatures.len(), 2, "the node's and the registry's");
+    let last = lienthong_msglog::witness::last_witnessed(log).unwrap().unwrap();
+    assert_eq!(last.size, log.head().size);
+    within(t.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_hosts_subsystems_of_several_members() {
+    use lienthong_testkit::{NodeSpec, node_id, service, subsystem};
+    use lienthong_types::ClientId;
+    // A provincial node run by the People's Committee also hosts a department registered as a
+    // member of its own; it asks to host it with the node's key, then gets its signing key.
+    const UBND: &str = "VN/GOV/000.00.00.H41";
+    const SO_TU_PHAP: &str = "VN/GOV/000.10.41.H41/so-tu-phap";
+    const CONG_TINH: &str = "VN/GOV/000.00.00.H41/cong-tinh";
+    let specs = vec![
+        NodeSpec {
+            id: node_id(&format!("{UBND}/ss-nghe-an")),
+            subsystems: vec![subsystem(CONG_TINH), subsystem(SO_TU_PHAP)],
+            services: vec![],
+            extra_toml: String::new(),
+        },
+        NodeSpec {
+            id: node_id(NODE_BCA_1),
+            subsystems: vec![subsystem(DANCU)],
+            services: vec![(service(CONG_DAN), 0)],
+            extra_toml: String::new(),
+        },
+    ];
+    let mut t = Topology::build(
+        &[
+            (BCA, "Bộ Công an", &["dancu"]),
+            (UBND, "UBND tỉnh Nghệ An", &["cong-tinh"]),
+            ("VN/GOV/000.10.41.H41", "Sở Tư pháp Nghệ An", &["so-tu-phap"]),
+        ],
+        specs,
+        1,
+    )
+    .await;
+    t.publish(&service(CONG_DAN), &node_id(NODE_BCA_1)).await;
+    for client in [CONG_TINH, SO_TU_PHAP] {
+        t.grant(&service(CONG_DAN), &ClientId::Subsystem(subsystem(client))).await;
+    }
+    t.sync().await;
+    let keys = t.nodes[0].home.open(None).unwrap();
+    assert_eq!(keys.signing.len(), 2, "one signing key per member hosted");
+    for client in [CONG_TINH, SO_TU_PHAP] {
+        let req = http::Request::builder()
+            .uri(format!("/r1/{CONG_DAN}/cong-dan/1"))
+            .header("x-road-client", client)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = t.call(0, req).await;
+        assert_eq!(resp.status(), 200, "{client}: {}", String::from_utf8_lossy(resp.body()));
+        assert_eq!(resp.headers()["x-road-client"], client);
+    }
+    within(t.shutdown()).await;
+}

@@ -303,11 +303,21 @@ impl NodeState {
         members
     }
 
-    /// Every request `init` makes, in order.
+    /// Every request `init` makes, in order. The registry issues a member's signing
+    /// certificate only to a node that belongs to the member or hosts one of its subsystems, so
+    /// the node asks to host other members' subsystems first (signed with its own key, decided
+    /// by the registry operator), then for their certificates.
     fn targets(&self) -> Vec<Target> {
+        let owner = &self.node.owner;
+        let (own, foreign): (Vec<&SubsystemId>, Vec<&SubsystemId>) =
+            self.subsystems.iter().partition(|s| &s.member == owner);
         let mut out = vec![Target::RegisterNode(self.node.clone())];
-        out.extend(self.members().into_iter().map(Target::SigningCert));
-        out.extend(self.subsystems.iter().cloned().map(Target::HostSubsystem));
+        let (owner_first, others): (Vec<MemberId>, Vec<MemberId>) =
+            self.members().into_iter().partition(|m| m == owner);
+        out.extend(owner_first.into_iter().map(Target::SigningCert));
+        out.extend(foreign.into_iter().cloned().map(Target::HostSubsystem));
+        out.extend(others.into_iter().map(Target::SigningCert));
+        out.extend(own.into_iter().cloned().map(Target::HostSubsystem));
         out
     }
 
@@ -794,12 +804,22 @@ impl Session<'_> {
             }
             Target::HostSubsystem(sub) => {
                 let member = &sub.member;
-                let (key, cert) = home.read_credential(
-                    &home.signing_key_path(member),
-                    &home.signing_cert_path(member),
-                    &Identity::Member(member.clone()),
-                    pass,
-                )?;
+                // The owner's subsystems are asked for by the owner; another member's by the node.
+                let (key, cert) = if member == &node.owner {
+                    home.read_credential(
+                        &home.signing_key_path(member),
+                        &home.signing_cert_path(member),
+                        &Identity::Member(member.clone()),
+                        pass,
+                    )?
+                } else {
+                    home.read_credential(
+                        &home.auth_key_path(),
+                        &home.auth_cert_path(),
+                        &Identity::Node(node.clone()),
+                        pass,
+                    )?
+                };
                 let kind = Kind::HostSubsystem(pb::HostSubsystem {
                     subsystem: Some(sub.into()),
                     node: Some(node.into()),

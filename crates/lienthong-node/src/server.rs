@@ -342,6 +342,11 @@ impl NodeHandle {
         self.state.log.log()
     }
 
+    /// The configuration the node runs on, as it changes.
+    pub fn conf_subscription(&self) -> watch::Receiver<Option<Arc<VerifiedConf>>> {
+        self.state.conf.clone()
+    }
+
     /// The current global configuration, if any.
     pub fn conf(&self) -> Option<Arc<VerifiedConf>> {
         self.state.conf.borrow().clone()

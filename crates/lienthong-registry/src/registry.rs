@@ -966,7 +966,15 @@ impl Registry {
             Kind::HostSubsystem(r) => {
                 let sub: SubsystemId = required(r.subsystem.clone(), "subsystem")?;
                 let node: NodeId = required(r.node.clone(), "node")?;
-                let who = must_be_member(&sub.member)?;
+                // The member itself, or the node that will host it: a provincial node hosting
+                // departments of other members asks with its own key, and the operator decides
+                // (confirming the member's consent as X-Road's central server does).
+                let who = match signer {
+                    Signer::Node(n) if n == &node && node.owner != sub.member => {
+                        format!("node {node} to host {sub}")
+                    }
+                    _ => must_be_member(&sub.member)?,
+                };
                 let member = active_member(tx, &sub.member)?;
                 if !member.subsystems.iter().any(|s| s.code == sub.code.as_str()) {
                     return Err(not_found(format!("subsystem {sub}")));

@@ -523,6 +523,12 @@ fn requests_not_signed_by_the_right_party_are_unauthorized() {
     fx.refuses("unauthorized", || fx.as_node(g01, Kind::GrantAccess(grant(&service, &client, "Decree 47"))));
     fx.refuses("unauthorized", || fx.as_node(g01, revoke_kind(&grant_id, "by the node")));
 
+    // A node may ask to host another member's subsystem (the operator decides), but only for
+    // itself; its owner's subsystems are asked for by the owner.
+    let hosting = fx.as_node(g01, host_kind(&g22.subsystem, &g01.node_id)).unwrap();
+    assert_eq!(hosting.state, pb::RequestState::Pending as i32, "{hosting:?}");
+    fx.refuses("unauthorized", || fx.as_node(g22, host_kind(&g22.subsystem, &g01.node_id)));
+
     // Signed by a member where the node must sign, or by a node that has nothing to do with it.
     let k = key();
     fx.refuses("unauthorized", || fx.as_member(g01, issue_signing_cert_kind(&k, &g01.member, &g01.node_id)));
