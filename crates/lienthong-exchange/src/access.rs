@@ -36,6 +36,15 @@ fn invalid(message: impl Into<String>) -> Reject {
     Reject::new(Fault::InvalidMessage, message)
 }
 
+/// Whether a request path has a `.` or `..` segment (also percent-encoded). Grants match paths
+/// as text, while a backend resolves dot segments, so such a path is never admitted.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let s = segment.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    })
+}
+
 /// Admits or refuses a request envelope that arrived from `peer` (the node proven by mTLS).
 pub fn admit(
     conf: &GlobalConf,
@@ -112,6 +121,9 @@ pub fn admit(
         return Err(Reject::new(Fault::ServiceDisabled, format!("service {service} is disabled")));
     }
     let path = if env.path.is_empty() { "/" } else { env.path.as_str() };
+    if has_dot_segment(path) {
+        return Err(invalid("the path has a '.' or '..' segment"));
+    }
     let grant_id = conf
         .allowing_grant(&client, &service, &env.method, path, now)
         .map(|g| g.id.clone())

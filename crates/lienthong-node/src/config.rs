@@ -65,6 +65,9 @@ pub struct LimitsConfig {
     pub max_clock_skew_secs: u64,
     /// Per-service default backend timeout.
     pub service_timeout_secs: u64,
+    /// How long the consumer waits for a provider node's answer to begin (its backend call
+    /// included); the body then has `body_idle_timeout_secs` between pieces.
+    pub exchange_timeout_secs: u64,
     /// Largest total size of a request's headers.
     pub max_header_bytes: usize,
 }
@@ -77,6 +80,7 @@ impl Default for LimitsConfig {
             body_idle_timeout_secs: 30,
             max_clock_skew_secs: 60,
             service_timeout_secs: 30,
+            exchange_timeout_secs: 60,
             max_header_bytes: 64 << 10,
         }
     }

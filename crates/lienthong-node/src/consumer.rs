@@ -170,14 +170,22 @@ fn text_header(headers: &HeaderMap, name: &str, max: usize) -> Result<String, Re
 
 fn parse_target(req: &Request<Incoming>) -> Result<R1Target, Reject> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    R1Target::parse(pq).map_err(|e| match e {
-        R1PathError::NotR1 | R1PathError::UnsupportedVersion(_) => {
-            Reject::new(Fault::BadRequest, e.to_string())
-        }
-        R1PathError::TooFewSegments { .. } | R1PathError::Id(_) => {
-            Reject::new(Fault::InvalidServiceIdentifier, e.to_string())
-        }
-    })
+    R1Target::parse(pq)
+        .map_err(|e| match e {
+            R1PathError::NotR1 | R1PathError::UnsupportedVersion(_) => {
+                Reject::new(Fault::BadRequest, e.to_string())
+            }
+            R1PathError::TooFewSegments { .. } | R1PathError::Id(_) => {
+                Reject::new(Fault::InvalidServiceIdentifier, e.to_string())
+            }
+        })
+        .and_then(|t| {
+            // The provider refuses them too; the client's mistake gets a client error here.
+            if access::has_dot_segment(&t.rest) {
+                return Err(Reject::new(Fault::BadRequest, "the path has a '.' or '..' segment"));
+            }
+            Ok(t)
+        })
 }
 
 fn authenticate(state: &NodeState, client: &ClientId, conn: &ConnInfo) -> Result<(), Reject> {
@@ -246,6 +254,8 @@ async fn exchange(
     {
         return Err(plain(Reject::new(Fault::BadRequest, "Content-Length and Transfer-Encoding conflict")));
     }
+    // Known early, so even a refusal of a malformed call can be found by the client's id.
+    known.message_id = text_header(req.headers(), xh::X_ROAD_ID, 255).unwrap_or_default();
     let target = parse_target(&req).map_err(plain)?;
     known.target = Some(target.clone());
     let client: ClientId =
@@ -405,7 +415,11 @@ async fn send(
             .header(http::header::CONTENT_LENGTH, body.len())
             .body(body.clone().into_body())
             .map_err(|_| Reject::new(Fault::ClientInternalError, "the request could not be built"))?;
-        match state.peers.send(node, req).await {
+        let timeout = std::time::Duration::from_secs(state.config.limits.exchange_timeout_secs);
+        let sent = tokio::time::timeout(timeout, state.peers.send(node, req)).await.map_err(|_| {
+            Reject::new(Fault::ClientNetworkError, format!("node {node} did not answer in time"))
+        })?;
+        match sent {
             Ok(resp) => return Ok((node.clone(), resp)),
             Err(e) if e.is_before_send() => {
                 tracing::warn!(%node, error = %e, "provider node not reachable, trying the next");

@@ -96,7 +96,6 @@ impl std::fmt::Debug for StartOptions {
 }
 
 /// A running node.
-#[derive(Debug)]
 pub struct NodeHandle {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
@@ -104,8 +103,22 @@ pub struct NodeHandle {
     state: Arc<NodeState>,
     conf_client: ConfClient,
     checkpointer: Option<Checkpointer>,
+    /// For the last checkpoint at shutdown.
+    signer: CheckpointSigner,
+    witness: Arc<dyn Witness>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("node", &self.state.keys.node)
+            .field("http", &self.http)
+            .field("https", &self.https)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A configuration that trusts nobody, used until the first real one arrives.
@@ -161,9 +174,11 @@ fn client_certs(
     for c in &config.clients {
         let mut set = HashSet::new();
         for p in &c.certificates {
-            let cert = Certificate::from_pem(&String::from_utf8_lossy(&read(p, "client certificate")?))
+            // An information system's certificate is an ordinary one (its own CA's, self-signed),
+            // not one of ours with a Lienthong identity: it is pinned by fingerprint only.
+            let certs = crate::backend::roots_from_pem(&read(p, "client certificate")?)
                 .map_err(|e| StartError::Invalid(format!("client {}: {}: {e}", c.subsystem, p.display())))?;
-            set.insert(cert.fingerprint());
+            set.extend(certs.iter().map(|der| lienthong_pki::Fingerprint::of(der)));
         }
         out.insert(c.subsystem.clone(), set);
     }
@@ -245,8 +260,8 @@ impl NodeHandle {
         let checkpoint_clock = clock.clone();
         let checkpointer = Checkpointer::spawn(
             log.clone(),
-            signer,
-            Some(witness),
+            signer.clone(),
+            Some(witness.clone()),
             Duration::from_secs(config.log.checkpoint_interval_secs),
             move || to_millis(checkpoint_clock.now()),
         );
@@ -327,6 +342,8 @@ impl NodeHandle {
             state,
             conf_client,
             checkpointer: Some(checkpointer),
+            signer,
+            witness,
             stop,
             tasks,
         })
@@ -374,6 +391,28 @@ impl NodeHandle {
         }
         if let Some(c) = self.checkpointer.take() {
             c.stop().await;
+        }
+        // A last checkpoint covers everything logged since the previous one: witnessed if the
+        // registry answers soon, else signed by the node alone.
+        let log = self.state.log.log().clone();
+        let now_ms = to_millis(self.state.now());
+        let covered = lienthong_msglog::witness::last_witnessed(&log).ok().flatten().map(|c| c.size);
+        if log.head().size > covered.unwrap_or(0) {
+            let witnessed = tokio::time::timeout(
+                Duration::from_secs(5),
+                lienthong_msglog::witness::checkpoint_and_witness(
+                    &log,
+                    &self.signer,
+                    self.witness.as_ref(),
+                    now_ms,
+                ),
+            )
+            .await;
+            if !matches!(witnessed, Ok(Ok(_)))
+                && let Err(e) = log.checkpoint(&self.signer, now_ms)
+            {
+                tracing::warn!(error = %e, "no final checkpoint");
+            }
         }
         self.conf_client.shutdown().await;
     }

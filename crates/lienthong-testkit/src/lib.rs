@@ -498,3 +498,268 @@ impl Topology {
         within(registry.running.shutdown()).await;
     }
 }
+
+impl Topology {
+    /// Publishes `service` again like [`Topology::publish`], enabled or `disabled`: a newer
+    /// publication replaces the older one, so this is how a test disables (or re-enables) a
+    /// service in the next global configuration.
+    pub async fn publish_with(&self, id: &ServiceId, node: &NodeId, disabled: bool) {
+        let n = self.nodes.iter().find(|n| &n.id == node).expect("node in topology");
+        let keys = n.home.open(None).expect("node keys");
+        let (key, cert) = keys.signing.get(&id.subsystem.member).expect("the node holds the member's key");
+        let service = gc::Service {
+            id: Some(id.into()),
+            r#type: gc::ServiceType::Rest as i32,
+            description: format!("{} (test)", id.code),
+            disabled,
+            endpoints: vec![],
+        };
+        let request = pb::ManagementRequest {
+            request_id: format!(
+                "publish-{}-{}",
+                PUBLISHED.fetch_add(1, Ordering::SeqCst),
+                millis(self.clock.now())
+            ),
+            created_at_ms: millis(self.clock.now()),
+            kind: Some(pb::management_request::Kind::PublishService(pb::PublishService {
+                service: Some(service),
+                description_document: Vec::new(),
+            })),
+        };
+        let signed = sign_request(&request, key, Some(cert)).expect("sign");
+        let status = self.registry.running.registry.submit(signed).expect("submit");
+        assert_eq!(status.state, pb::RequestState::Approved as i32, "publication approved: {status:?}");
+    }
+}
+
+// ----- fault injection: a failing log store, a registry outage --------------------------------
+
+/// The switch of a [`FailingStore`]: while set, every write to the log fails, as on a full disk.
+#[derive(Debug, Clone, Default)]
+pub struct LogFault(Arc<std::sync::atomic::AtomicBool>);
+
+impl LogFault {
+    pub fn set(&self, failing: bool) {
+        self.0.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A log store that delegates to a real one but refuses every write while its [`LogFault`] is
+/// set, before touching the real store (as a write refused with `ENOSPC` up front would), so
+/// clearing the switch is "space returned". Reads always go through.
+pub struct FailingStore {
+    inner: Arc<dyn lienthong_msglog::LogStore>,
+    fault: LogFault,
+}
+
+impl std::fmt::Debug for FailingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailingStore").field("failing", &self.fault.is_set()).finish_non_exhaustive()
+    }
+}
+
+impl FailingStore {
+    pub fn new(inner: Arc<dyn lienthong_msglog::LogStore>, fault: LogFault) -> Self {
+        Self { inner, fault }
+    }
+
+    fn write(&self) -> Result<(), lienthong_msglog::LogError> {
+        if self.fault.is_set() {
+            return Err(lienthong_msglog::LogError::Storage(
+                "injected fault: no space left on device (os error 28)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl lienthong_msglog::LogStore for FailingStore {
+    fn size(&self) -> Result<u64, lienthong_msglog::LogError> {
+        self.inner.size()
+    }
+
+    fn append(
+        &self,
+        first: u64,
+        entries: &[lienthong_msglog::Entry],
+        nodes: &[(u8, u64, lienthong_msglog::merkle::Hash)],
+    ) -> Result<(), lienthong_msglog::LogError> {
+        self.write()?;
+        self.inner.append(first, entries, nodes)
+    }
+
+    fn record(&self, index: u64) -> Result<Option<Vec<u8>>, lienthong_msglog::LogError> {
+        self.inner.record(index)
+    }
+
+    fn node(
+        &self,
+        level: u8,
+        index: u64,
+    ) -> Result<Option<lienthong_msglog::merkle::Hash>, lienthong_msglog::LogError> {
+        self.inner.node(level, index)
+    }
+
+    fn by_exchange(&self, message_id: &str) -> Result<Vec<u64>, lienthong_msglog::LogError> {
+        self.inner.by_exchange(message_id)
+    }
+
+    fn by_time(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<u64>, lienthong_msglog::LogError> {
+        self.inner.by_time(from_ms, to_ms, limit)
+    }
+
+    fn by_client(&self, client: &str) -> Result<Vec<u64>, lienthong_msglog::LogError> {
+        self.inner.by_client(client)
+    }
+
+    fn by_service(&self, service: &str) -> Result<Vec<u64>, lienthong_msglog::LogError> {
+        self.inner.by_service(service)
+    }
+
+    fn put_checkpoint(
+        &self,
+        size: u64,
+        signed: &lienthong_proto::msglog::v1::SignedCheckpoint,
+    ) -> Result<(), lienthong_msglog::LogError> {
+        self.write()?;
+        self.inner.put_checkpoint(size, signed)
+    }
+
+    fn checkpoints(
+        &self,
+    ) -> Result<Vec<lienthong_proto::msglog::v1::SignedCheckpoint>, lienthong_msglog::LogError> {
+        self.inner.checkpoints()
+    }
+
+    fn put_certificate(&self, der: &[u8]) -> Result<(), lienthong_msglog::LogError> {
+        self.write()?;
+        self.inner.put_certificate(der)
+    }
+
+    fn certificates(&self) -> Result<Vec<Vec<u8>>, lienthong_msglog::LogError> {
+        self.inner.certificates()
+    }
+
+    fn prune(&self, before: u64) -> Result<u64, lienthong_msglog::LogError> {
+        self.write()?;
+        self.inner.prune(before)
+    }
+}
+
+impl Topology {
+    /// Restarts node `i` on the same ports and directory with its durable log (the same segment
+    /// store it had) behind a [`FailingStore`]; returns the store's switch, initially off.
+    pub async fn restart_with_log_fault(&mut self, i: usize) -> LogFault {
+        let fault = LogFault::default();
+        self.restart_with_options(i, Some(fault.clone()), Duration::from_secs(3600)).await;
+        fault
+    }
+
+    /// Restarts node `i` on the same ports and directory with its configuration client polling
+    /// the registry `every` (the test kit's nodes otherwise poll hourly and rely on
+    /// [`Topology::sync`]), to watch it recover by itself.
+    pub async fn restart_polling(&mut self, i: usize, every: Duration) {
+        self.restart_with_options(i, None, every).await;
+    }
+
+    async fn restart_with_options(&mut self, i: usize, log_fault: Option<LogFault>, poll: Duration) {
+        let node = &mut self.nodes[i];
+        let old = node.handle.take().expect("running");
+        let (http, peer) = (old.http, old.peer);
+        within(old.shutdown()).await;
+        node.config.consumer.http = http;
+        node.config.peer.listen = peer;
+        let listeners = within(Listeners::bind(&node.config)).await.expect("rebind");
+        let log_store = log_fault.map(|fault| {
+            let real = lienthong_msglog::SegmentStore::open_dir(&node.config.data_dir.join("log"))
+                .expect("reopen the node's log");
+            Arc::new(FailingStore::new(Arc::new(real), fault)) as Arc<dyn lienthong_msglog::LogStore>
+        });
+        let keys = node.home.open(None).expect("open node keys");
+        let options = StartOptions {
+            clock: Some(self.clock.for_node(node.skew.clone())),
+            conf_poll_interval: Some(poll),
+            log_store,
+            ..Default::default()
+        };
+        let handle = within(NodeHandle::start(node.config.clone(), keys, listeners, options))
+            .await
+            .expect("node starts");
+        node.handle = Some(handle);
+        self.sync().await;
+    }
+
+    /// Takes the registry off the network: its configuration and management addresses refuse
+    /// connections until [`Topology::restart_registry`]. The registry itself stays open
+    /// in-process (`registry.running.registry` still answers, serving meanwhile on ports no node
+    /// knows), so the test can change it while it is "down"; [`Topology::sync`] fails meanwhile.
+    pub async fn stop_registry(&mut self) {
+        let r = &mut self.registry;
+        // Remembered for the restart: the addresses the anchor and the configuration name.
+        r.config.http.listen = r.running.http_addr;
+        r.config.grpc.listen = r.running.grpc_addr;
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let parked = Self::serve_registry(r, any, any).await;
+        let old = std::mem::replace(&mut r.running, parked);
+        within(old.shutdown()).await;
+    }
+
+    /// Serves the registry again on the addresses it had before [`Topology::stop_registry`], with
+    /// a freshly signed configuration (as a registry opening its store publishes one). Nodes are
+    /// not told: their next poll (or [`Topology::sync`]) reaches it.
+    pub async fn restart_registry(&mut self) {
+        let r = &mut self.registry;
+        let (http, grpc) = (r.config.http.listen, r.config.grpc.listen);
+        let back = Self::serve_registry(r, http, grpc).await;
+        back.registry.publish().expect("publish");
+        let parked = std::mem::replace(&mut r.running, back);
+        within(parked.shutdown()).await;
+    }
+
+    async fn serve_registry(r: &TestRegistry, http: SocketAddr, grpc: SocketAddr) -> RunningRegistry {
+        let bind = |addr: SocketAddr| async move {
+            // The port was just released by this process; a short retry covers a slow close.
+            for _ in 0..50 {
+                if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+                    return l;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("cannot bind the registry again on {addr}");
+        };
+        let (http, grpc) = (within(bind(http)).await, within(bind(grpc)).await);
+        let keys = r.home.dir().join("keys");
+        let read = |name: &str| std::fs::read_to_string(keys.join(name)).expect("registry TLS file");
+        let tls = lienthong_pki::tls::TlsIdentity {
+            chain: vec![Certificate::from_pem(&read("tls.pem")).expect("TLS certificate"), r.ca.clone()],
+            key: Arc::new(lienthong_pki::PrivateKey::from_pem(&read("tls.key"), None).expect("TLS key")),
+        };
+        lienthong_registry::start(r.running.registry.clone(), tls, http, grpc, r.config.refresh_interval())
+            .expect("registry serves")
+    }
+}
+
+impl Topology {
+    /// Changes node `i`'s configuration and restarts it with it, on the same HTTP and peer ports
+    /// and directory: for what `extra_toml` cannot express, such as an HTTPS listener (the
+    /// `[consumer]` table is already written) or settings of a `[[service]]` the topology made
+    /// (`openapi`). Settings are not re-validated; set them as `NodeConfig::parse` would accept.
+    pub async fn reconfigure(&mut self, i: usize, change: impl FnOnce(&mut NodeConfig)) {
+        change(&mut self.nodes[i].config);
+        self.restart(i).await;
+    }
+
+    /// Node `i`'s HTTPS consumer address, when it has one.
+    pub fn https_addr(&self, i: usize) -> Option<SocketAddr> {
+        self.nodes[i].handle().https
+    }
+}
