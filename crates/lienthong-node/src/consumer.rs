@@ -71,33 +71,38 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
     let method = req.method().as_str().to_owned();
     let mut known = Known::default();
     let result = if path == "/listClients" {
-        list_clients(&state, &req).map_err(|r| (r, String::new()))
+        list_clients(&state, &req).map_err(plain)
     } else {
-        exchange(&state, req, &conn, &detail, &mut known).await
+        exchange(&state, req, &conn, &mut known).await
     };
     match result {
         Ok(resp) => resp,
-        Err((reject, relayed_code)) => {
-            refuse(&state, &reject, &relayed_code, &detail, &method, &known, accept.as_deref()).await
+        Err((reject, relayed)) => {
+            refuse(&state, &reject, relayed.as_ref(), &detail, &method, &known, accept.as_deref()).await
         }
     }
 }
 
-/// Logs a refusal (every answer has a record) and renders it. `relayed_code` is the provider's
-/// own code when the provider node refused.
+/// Logs a refusal (every answer has a record) and renders it. `relayed` is the provider node's
+/// fault when it refused: its code and detail are kept, so one id finds the records of both
+/// nodes.
 async fn refuse(
     state: &NodeState,
     reject: &Reject,
-    relayed_code: &str,
+    relayed: Option<&types_pb::Fault>,
     detail: &str,
     method: &str,
     known: &Known,
     accept: Option<&str>,
 ) -> Response<Body> {
-    let (code, status) = if relayed_code.is_empty() {
-        (reject.fault.code(), reject.fault.http_status())
-    } else {
-        (relayed_code.to_owned(), error_body::status_for_code(relayed_code))
+    let (code, status, detail) = match relayed {
+        None => (reject.fault.code(), reject.fault.http_status(), detail),
+        Some(f) => {
+            // A peer's text: used only if it is a UUID like ours.
+            let uuid = f.detail.len() == 36 && f.detail.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            let detail = if uuid { f.detail.as_str() } else { detail };
+            (f.code.clone(), error_body::status_for_code(&f.code), detail)
+        }
     };
     tracing::info!(%code, %detail, message = %reject.message, "consumer refused an exchange");
     let fault =
@@ -226,17 +231,17 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Reject> {
     first.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(bad)
 }
 
-type Failure = (Reject, String);
+/// A refusal, with the provider node's own fault when it was relayed.
+type Failure = (Reject, Option<types_pb::Fault>);
 
 fn plain(r: Reject) -> Failure {
-    (r, String::new())
+    (r, None)
 }
 
 async fn exchange(
     state: &NodeState,
     req: Request<Incoming>,
     conn: &ConnInfo,
-    detail: &str,
     known: &mut Known,
 ) -> Result<Response<Body>, Failure> {
     if !METHODS.contains(req.method()) {
@@ -249,11 +254,8 @@ async fn exchange(
     if header_bytes > state.config.limits.max_header_bytes {
         return Err(plain(Reject::new(Fault::BadRequest, "the request headers are too large")));
     }
-    if req.headers().contains_key(http::header::TRANSFER_ENCODING)
-        && req.headers().contains_key(http::header::CONTENT_LENGTH)
-    {
-        return Err(plain(Reject::new(Fault::BadRequest, "Content-Length and Transfer-Encoding conflict")));
-    }
+    // Conflicting Content-Length and Transfer-Encoding never get here: hyper refuses most forms
+    // and reads the rest as chunked, closing the connection after (RFC 9112, 6.1).
     // Known early, so even a refusal of a malformed call can be found by the client's id.
     known.message_id = text_header(req.headers(), xh::X_ROAD_ID, 255).unwrap_or_default();
     let target = parse_target(&req).map_err(plain)?;
@@ -274,6 +276,13 @@ async fn exchange(
     let conf = state.usable_conf(Fault::ClientGlobalConfOutdated).map_err(plain)?;
     let gc: &GlobalConf = &conf.conf;
     let own = &state.keys.node;
+    if gc.node(own).is_none() {
+        // Not the client's fault: the registry no longer lists this node.
+        return Err(plain(Reject::new(
+            Fault::ClientInternalError,
+            "this node is not registered in the global configuration",
+        )));
+    }
     let Some((key, cert)) = state.keys.signing.get(client.member()) else {
         return Err(plain(Reject::new(
             Fault::UnknownClient,
@@ -384,7 +393,6 @@ async fn exchange(
 
     let (peer, response) = send(state, &nodes, &env_header, &body).await.map_err(plain)?;
     known.peer = Some(peer.clone());
-    let _ = detail;
     receive(state, gc, &env, &expected_hash, &peer, response).await
 }
 
@@ -470,7 +478,7 @@ async fn receive(
                 fault.message.clone()
             },
         );
-        return Err((reject, fault.code.clone()));
+        return Err((reject, Some(fault.clone())));
     }
     if env.message_id != req.message_id
         || env.request_id != req.request_id

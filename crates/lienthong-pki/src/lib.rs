@@ -8,6 +8,7 @@ mod ca;
 mod cert;
 pub mod consumer_tls;
 mod error;
+pub mod is_client_tls;
 mod key;
 mod pem;
 mod seal;

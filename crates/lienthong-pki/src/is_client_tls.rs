@@ -1,0 +1,198 @@
+//! TLS from an information system to its own node's HTTPS consumer listener.
+//!
+//! By default that listener presents the node's authentication certificate, which the instance
+//! CA issued and which names a node id (`urn:lienthong:node:...`), not a host: an ordinary
+//! host-name check can never pass. [`client_config`] checks what such a certificate does say.
+
+use std::sync::Arc;
+
+use lienthong_types::NodeId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor, UnixTime,
+};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
+use webpki::{EndEntityCert, KeyUsage};
+
+use crate::cert::{Certificate, Identity};
+use crate::error::PeerRejected;
+use crate::key::PrivateKey;
+use crate::tls::crypto_provider;
+
+/// The client config an information system uses against a node whose certificate names a node
+/// id rather than a host: the server certificate must chain to `node_ca` (the instance CA), be
+/// valid for server authentication now, and name exactly `node`; the TLS server name is not
+/// checked. With `client`, the system presents that certificate chain (leaf first) and key, for
+/// a subsystem whose node requires `auth = "tls-cert"`; any certificate will do, the node pins
+/// it by fingerprint. A rejected server certificate surfaces as a
+/// [`PeerRejected`] (see [`crate::tls::peer_rejection`]).
+pub fn client_config(
+    node_ca: &Certificate,
+    node: &NodeId,
+    client: Option<(&[CertificateDer<'static>], &PrivateKey)>,
+) -> Result<ClientConfig, rustls::Error> {
+    let anchor = webpki::anchor_from_trusted_cert(node_ca.der())
+        .map_err(|e| rustls::Error::General(format!("node CA certificate: {e}")))?
+        .to_owned();
+    let provider = crypto_provider();
+    let verifier = NodeServerVerifier {
+        anchors: vec![anchor],
+        node: node.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain, key)) => {
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()));
+            builder.with_client_auth_cert(chain.to_vec(), key)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NodeServerVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    node: NodeId,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl NodeServerVerifier {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), PeerRejected> {
+        let ee = EndEntityCert::try_from(end_entity).map_err(|e| PeerRejected::Invalid(e.to_string()))?;
+        ee.verify_for_usage(
+            self.algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| match e {
+            webpki::Error::UnknownIssuer => PeerRejected::UnknownCa,
+            webpki::Error::CertExpired { .. } => PeerRejected::Expired,
+            webpki::Error::CertNotValidYet { .. } => PeerRejected::NotYetValid,
+            webpki::Error::InvalidSignatureForPublicKey => PeerRejected::BadSignature,
+            other => PeerRejected::Invalid(format!("{other:?}")),
+        })?;
+        // The node id takes the place of the host name.
+        let presented = Certificate::from_der(end_entity.to_vec()).and_then(|c| c.identity());
+        match presented {
+            Ok(Identity::Node(n)) if n == self.node => Ok(()),
+            Ok(Identity::Node(n)) => {
+                Err(PeerRejected::WrongNode { expected: Box::new(self.node.clone()), presented: Box::new(n) })
+            }
+            _ => Err(PeerRejected::NotNodeCertificate),
+        }
+    }
+}
+
+impl ServerCertVerifier for NodeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, now)
+            .map(|()| ServerCertVerified::assertion())
+            .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e)))))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A self-signed TLS client certificate for an information system (`name` as its DNS name),
+/// with a fresh Ed25519 key: what a system without an organisation CA presents to a node whose
+/// subsystem uses `auth = "tls-cert"`. The node pins it by fingerprint. Returns the DER, the
+/// PEM and the key.
+pub fn self_signed_client(
+    name: &str,
+) -> Result<(CertificateDer<'static>, String, PrivateKey), crate::CertError> {
+    let key = PrivateKey::generate(crate::KeyAlgorithm::Ed25519)
+        .map_err(|e| crate::CertError::Builder(e.to_string()))?;
+    let params = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .map_err(|e| crate::CertError::Builder(e.to_string()))?;
+    let cert = params.self_signed(&key.to_rcgen()?).map_err(|e| crate::CertError::Builder(e.to_string()))?;
+    Ok((cert.der().clone(), cert.pem(), key))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::{CertificateAuthority, Csr, KeyAlgorithm, Validity};
+    use lienthong_types::InstanceId;
+
+    fn at(t: SystemTime) -> UnixTime {
+        UnixTime::since_unix_epoch(t.duration_since(SystemTime::UNIX_EPOCH).unwrap())
+    }
+
+    #[test]
+    fn the_node_id_replaces_the_host_name() {
+        let now = SystemTime::now();
+        let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let vn = InstanceId::new("VN").unwrap();
+        let ca = CertificateAuthority::init(vn.clone(), &key, Validity::days(10), now).unwrap();
+        let other_key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let other_ca = CertificateAuthority::init(vn, &other_key, Validity::days(10), now).unwrap();
+        let node: NodeId = "VN/GOV/000.00.00.G02/ss-vpcp".parse().unwrap();
+        let cert =
+            ca.issue_node(&Csr::for_node(&key, &node).unwrap(), &node, Validity::days(1), now).unwrap();
+        let member = node.owner.clone();
+        let signing =
+            ca.issue_member(&Csr::for_member(&key, &member).unwrap(), &member, Validity::days(1), now);
+        let v = |ca: &CertificateAuthority, node: &NodeId| NodeServerVerifier {
+            anchors: vec![webpki::anchor_from_trusted_cert(ca.certificate().der()).unwrap().to_owned()],
+            node: node.clone(),
+            algorithms: crypto_provider().signature_verification_algorithms,
+        };
+        assert_eq!(v(&ca, &node).verify(cert.der(), &[], at(now)), Ok(()));
+        let other: NodeId = "VN/GOV/000.00.00.G02/ss-other".parse().unwrap();
+        assert!(matches!(
+            v(&ca, &other).verify(cert.der(), &[], at(now)),
+            Err(PeerRejected::WrongNode { .. })
+        ));
+        let late = now + Duration::from_secs(2 * 86_400);
+        assert_eq!(v(&ca, &node).verify(cert.der(), &[], at(late)), Err(PeerRejected::Expired));
+        // Another CA of the same instance (same name, another key) is not the node's CA.
+        let r = v(&other_ca, &node).verify(cert.der(), &[], at(now));
+        assert!(matches!(r, Err(PeerRejected::UnknownCa | PeerRejected::BadSignature)), "{r:?}");
+        // A member signing certificate is not for TLS at all.
+        let r = v(&ca, &node).verify(signing.unwrap().der(), &[], at(now));
+        assert!(r.is_err(), "{r:?}");
+    }
+}
