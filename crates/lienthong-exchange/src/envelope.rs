@@ -53,22 +53,45 @@ fn signature(
     })
 }
 
+/// The two envelopes, signed the same way under different contexts.
+trait Envelope: Message + Clone {
+    const CONTEXT: &'static [u8];
+    /// The digest version, signer certificate and signature fields.
+    fn signed_fields(&mut self) -> (&mut u32, &mut Vec<u8>, &mut Option<types_pb::Signature>);
+}
+
+impl Envelope for pb::RequestEnvelope {
+    const CONTEXT: &'static [u8] = REQUEST_CONTEXT;
+    fn signed_fields(&mut self) -> (&mut u32, &mut Vec<u8>, &mut Option<types_pb::Signature>) {
+        (&mut self.digest_version, &mut self.signer_certificate, &mut self.signature)
+    }
+}
+
+impl Envelope for pb::ResponseEnvelope {
+    const CONTEXT: &'static [u8] = RESPONSE_CONTEXT;
+    fn signed_fields(&mut self) -> (&mut u32, &mut Vec<u8>, &mut Option<types_pb::Signature>) {
+        (&mut self.digest_version, &mut self.signer_certificate, &mut self.signature)
+    }
+}
+
+fn sign<E: Envelope>(env: &mut E, signer: Signer<'_>) -> Result<(), SignatureError> {
+    let (version, cert, sig) = env.signed_fields();
+    *version = DIGEST_VERSION;
+    *cert = signer.certificate.der().to_vec();
+    *sig = None;
+    let signed = signature(signer, E::CONTEXT, &env.encode_to_vec())?;
+    *env.signed_fields().2 = Some(signed);
+    Ok(())
+}
+
 /// Signs a request envelope in place with the client member's key.
 pub fn sign_request(env: &mut pb::RequestEnvelope, signer: Signer<'_>) -> Result<(), SignatureError> {
-    env.digest_version = DIGEST_VERSION;
-    env.signer_certificate = signer.certificate.der().to_vec();
-    env.signature = None;
-    env.signature = Some(signature(signer, REQUEST_CONTEXT, &env.encode_to_vec())?);
-    Ok(())
+    sign(env, signer)
 }
 
 /// Signs a response envelope in place with the provider member's key.
 pub fn sign_response(env: &mut pb::ResponseEnvelope, signer: Signer<'_>) -> Result<(), SignatureError> {
-    env.digest_version = DIGEST_VERSION;
-    env.signer_certificate = signer.certificate.der().to_vec();
-    env.signature = None;
-    env.signature = Some(signature(signer, RESPONSE_CONTEXT, &env.encode_to_vec())?);
-    Ok(())
+    sign(env, signer)
 }
 
 /// What failed in a signature check, before it is given a side's fault code.
@@ -144,6 +167,26 @@ fn on_side(problem: SignatureProblem, missing: Fault, invalid: Fault) -> Reject 
     }
 }
 
+fn check<E: Envelope>(
+    env: &E,
+    expected: &MemberId,
+    conf: &GlobalConf,
+    now: SystemTime,
+) -> Result<Fingerprint, SignatureProblem> {
+    let mut unsigned = env.clone();
+    let (version, cert, sig) = unsigned.signed_fields();
+    let (version, cert, sig) = (*version, cert.clone(), sig.take());
+    let bytes = unsigned.encode_to_vec();
+    let signed = Signed {
+        context: E::CONTEXT,
+        unsigned: &bytes,
+        sig: sig.as_ref(),
+        cert_der: &cert,
+        digest_version: version,
+    };
+    verify(signed, expected, conf, now)
+}
+
 /// The provider's check of a request's signature by the client member.
 pub fn verify_request(
     env: &pb::RequestEnvelope,
@@ -151,17 +194,7 @@ pub fn verify_request(
     conf: &GlobalConf,
     now: SystemTime,
 ) -> Result<Fingerprint, Reject> {
-    let mut unsigned = env.clone();
-    unsigned.signature = None;
-    let bytes = unsigned.encode_to_vec();
-    let signed = Signed {
-        context: REQUEST_CONTEXT,
-        unsigned: &bytes,
-        sig: env.signature.as_ref(),
-        cert_der: &env.signer_certificate,
-        digest_version: env.digest_version,
-    };
-    verify(signed, client_member, conf, now)
+    check(env, client_member, conf, now)
         .map_err(|p| on_side(p, Fault::ServerMissingSignature, Fault::ServerInvalidSignatureValue))
 }
 
@@ -172,17 +205,7 @@ pub fn verify_response(
     conf: &GlobalConf,
     now: SystemTime,
 ) -> Result<Fingerprint, Reject> {
-    let mut unsigned = env.clone();
-    unsigned.signature = None;
-    let bytes = unsigned.encode_to_vec();
-    let signed = Signed {
-        context: RESPONSE_CONTEXT,
-        unsigned: &bytes,
-        sig: env.signature.as_ref(),
-        cert_der: &env.signer_certificate,
-        digest_version: env.digest_version,
-    };
-    verify(signed, provider_member, conf, now)
+    check(env, provider_member, conf, now)
         .map_err(|p| on_side(p, Fault::ClientMissingSignature, Fault::ClientInvalidSignatureValue))
 }
 

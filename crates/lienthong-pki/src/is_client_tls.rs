@@ -5,20 +5,17 @@
 //! host-name check can never pass. [`client_config`] checks what such a certificate does say.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use lienthong_types::NodeId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor, UnixTime,
-};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
-use webpki::{EndEntityCert, KeyUsage};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use crate::cert::{Certificate, Identity};
 use crate::error::PeerRejected;
 use crate::key::PrivateKey;
-use crate::tls::crypto_provider;
+use crate::tls::{ApprovedCas, PeerRole, crypto_provider, handshake_signatures, to_rustls};
 
 /// The client config an information system uses against a node whose certificate names a node
 /// id rather than a host: the server certificate must chain to `node_ca` (the instance CA), be
@@ -32,16 +29,10 @@ pub fn client_config(
     node: &NodeId,
     client: Option<(&[CertificateDer<'static>], &PrivateKey)>,
 ) -> Result<ClientConfig, rustls::Error> {
-    let anchor = webpki::anchor_from_trusted_cert(node_ca.der())
-        .map_err(|e| rustls::Error::General(format!("node CA certificate: {e}")))?
-        .to_owned();
-    let provider = crypto_provider();
-    let verifier = NodeServerVerifier {
-        anchors: vec![anchor],
-        node: node.clone(),
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let builder = ClientConfig::builder_with_provider(provider)
+    let cas = ApprovedCas::new(std::iter::once(node_ca))
+        .map_err(|e| rustls::Error::General(format!("node CA certificate: {e}")))?;
+    let verifier = NodeServerVerifier { cas, node: node.clone() };
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
@@ -56,9 +47,8 @@ pub fn client_config(
 
 #[derive(Debug)]
 struct NodeServerVerifier {
-    anchors: Vec<TrustAnchor<'static>>,
+    cas: ApprovedCas,
     node: NodeId,
-    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl NodeServerVerifier {
@@ -68,26 +58,10 @@ impl NodeServerVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), PeerRejected> {
-        let ee = EndEntityCert::try_from(end_entity).map_err(|e| PeerRejected::Invalid(e.to_string()))?;
-        ee.verify_for_usage(
-            self.algorithms.all,
-            &self.anchors,
-            intermediates,
-            now,
-            KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| match e {
-            webpki::Error::UnknownIssuer => PeerRejected::UnknownCa,
-            webpki::Error::CertExpired { .. } => PeerRejected::Expired,
-            webpki::Error::CertNotValidYet { .. } => PeerRejected::NotYetValid,
-            webpki::Error::InvalidSignatureForPublicKey => PeerRejected::BadSignature,
-            other => PeerRejected::Invalid(format!("{other:?}")),
-        })?;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        let chained = self.cas.verify_chain(end_entity, intermediates, PeerRole::Server, now)?;
         // The node id takes the place of the host name.
-        let presented = Certificate::from_der(end_entity.to_vec()).and_then(|c| c.identity());
-        match presented {
+        match chained.cert.and_then(|c| c.identity()) {
             Ok(Identity::Node(n)) if n == self.node => Ok(()),
             Ok(Identity::Node(n)) => {
                 Err(PeerRejected::WrongNode { expected: Box::new(self.node.clone()), presented: Box::new(n) })
@@ -108,30 +82,10 @@ impl ServerCertVerifier for NodeServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.verify(end_entity, intermediates, now)
             .map(|()| ServerCertVerified::assertion())
-            .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e)))))
+            .map_err(to_rustls)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    handshake_signatures!(cas.algorithms);
 }
 
 /// A self-signed TLS client certificate for an information system (`name` as its DNS name),
@@ -176,9 +130,8 @@ mod tests {
         let signing =
             ca.issue_member(&Csr::for_member(&key, &member).unwrap(), &member, Validity::days(1), now);
         let v = |ca: &CertificateAuthority, node: &NodeId| NodeServerVerifier {
-            anchors: vec![webpki::anchor_from_trusted_cert(ca.certificate().der()).unwrap().to_owned()],
+            cas: ApprovedCas::new(std::iter::once(ca.certificate())).unwrap(),
             node: node.clone(),
-            algorithms: crypto_provider().signature_verification_algorithms,
         };
         assert_eq!(v(&ca, &node).verify(cert.der(), &[], at(now)), Ok(()));
         let other: NodeId = "VN/GOV/000.00.00.G02/ss-other".parse().unwrap();

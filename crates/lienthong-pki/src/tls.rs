@@ -65,7 +65,7 @@ pub enum PeerRole {
 }
 
 /// The approved CAs as webpki trust anchors, with the instance each one serves.
-struct ApprovedCas {
+pub(crate) struct ApprovedCas {
     anchors: Vec<TrustAnchor<'static>>,
     /// The instance of each anchor, in the same order; `None` if it is not a Lienthong CA.
     instances: Vec<Option<InstanceId>>,
@@ -74,7 +74,7 @@ struct ApprovedCas {
     ca_key_ids: Vec<Vec<u8>>,
     /// The CA names a server sends when it asks for a client certificate.
     hints: Vec<DistinguishedName>,
-    algorithms: WebPkiSupportedAlgorithms,
+    pub(crate) algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl fmt::Debug for ApprovedCas {
@@ -85,13 +85,15 @@ impl fmt::Debug for ApprovedCas {
 
 /// A chain that verified: the end-entity certificate, if it parses as ours, and the instance
 /// of the CA it chains to.
-struct Chained<'a> {
-    cert: Result<Certificate, CertError>,
-    ca_instance: Option<&'a InstanceId>,
+pub(crate) struct Chained<'a> {
+    pub(crate) cert: Result<Certificate, CertError>,
+    pub(crate) ca_instance: Option<&'a InstanceId>,
 }
 
 impl ApprovedCas {
-    fn new<'a>(approved_cas: impl IntoIterator<Item = &'a Certificate>) -> Result<Self, CertError> {
+    pub(crate) fn new<'a>(
+        approved_cas: impl IntoIterator<Item = &'a Certificate>,
+    ) -> Result<Self, CertError> {
         let approved_cas: Vec<&Certificate> = approved_cas.into_iter().collect();
         let ca_key_ids = approved_cas.iter().filter_map(|ca| ca.key_ids().0).collect();
         let instances = approved_cas
@@ -132,7 +134,7 @@ impl ApprovedCas {
     }
 
     /// Checks the chain, validity and extended key usage for `role`; not the identity.
-    fn verify_chain(
+    pub(crate) fn verify_chain(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -251,7 +253,7 @@ fn map_webpki(e: webpki::Error) -> PeerRejected {
 }
 
 /// Turns a rejection into a rustls error that still carries it, so the node can log the cause.
-fn to_rustls(e: PeerRejected) -> rustls::Error {
+pub(crate) fn to_rustls(e: PeerRejected) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
@@ -305,6 +307,7 @@ macro_rules! handshake_signatures {
         }
     };
 }
+pub(crate) use handshake_signatures;
 
 #[derive(Debug)]
 struct PinnedServerVerifier {

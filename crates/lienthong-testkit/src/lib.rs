@@ -397,31 +397,7 @@ impl Topology {
 
     /// Publishes `service` (REST, every path), signed by its member's key held on `node`.
     pub async fn publish(&self, id: &ServiceId, node: &NodeId) {
-        let n = self.nodes.iter().find(|n| &n.id == node).expect("node in topology");
-        let keys = n.home.open(None).expect("node keys");
-        let (key, cert) = keys.signing.get(&id.subsystem.member).expect("the node holds the member's key");
-        let service = gc::Service {
-            id: Some(id.into()),
-            r#type: gc::ServiceType::Rest as i32,
-            description: format!("{} (test)", id.code),
-            disabled: false,
-            endpoints: vec![],
-        };
-        let request = pb::ManagementRequest {
-            request_id: format!(
-                "publish-{}-{}",
-                PUBLISHED.fetch_add(1, Ordering::SeqCst),
-                millis(self.clock.now())
-            ),
-            created_at_ms: millis(self.clock.now()),
-            kind: Some(pb::management_request::Kind::PublishService(pb::PublishService {
-                service: Some(service),
-                description_document: Vec::new(),
-            })),
-        };
-        let signed = sign_request(&request, key, Some(cert)).expect("sign");
-        let status = self.registry.running.registry.submit(signed).expect("submit");
-        assert_eq!(status.state, pb::RequestState::Approved as i32, "publication approved: {status:?}");
+        self.publish_with(id, node, false).await;
     }
 
     /// Grants `client` the whole of `service`; returns the grant id.

@@ -1,38 +1,19 @@
-//! Shared set-up of the end-to-end tests: a registry served in-process through the same `init`
-//! and `serve` the CLI runs, with a clock the test moves.
+//! Shared set-up of the registry end-to-end tests: the testkit's registry (served in-process
+//! through the same `init` and `serve` the CLI runs), with a clock the test moves.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lienthong_globalconf::Anchor;
 use lienthong_node::{Clock as NodeClock, ConfClient, ConfClientConfig};
-use lienthong_pki::{Certificate, KeyAlgorithm};
+use lienthong_pki::Certificate;
 use lienthong_proto::registry::v1 as pb;
 use lienthong_registry::admin::AdminSession;
-use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegistry, serve};
+use lienthong_registry::{RegistryHome, RunningRegistry};
+use lienthong_testkit::TestRegistry;
 
-pub const STEP: Duration = Duration::from_secs(20);
-
-/// A clock both sides share, so expiry can be reached without waiting.
-#[derive(Clone, Default)]
-pub struct TestClock(Arc<AtomicI64>);
-
-impl TestClock {
-    pub fn now(&self) -> SystemTime {
-        SystemTime::now() + Duration::from_secs(self.0.load(Ordering::SeqCst) as u64)
-    }
-    pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-pub async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, f).await.expect("step finished in time")
-}
+pub use lienthong_testkit::{TestClock, within};
 
 pub struct World {
     pub _dir: tempfile::TempDir,
@@ -43,47 +24,12 @@ pub struct World {
     pub ca: Certificate,
 }
 
+/// A registry whose identity-bearing requests wait for the operator (the defaults).
 pub async fn start_registry() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let toml = r#"
-        instance = "VN"
-        data_dir = "registry"
-        [http]
-        listen = "127.0.0.1:0"
-        [grpc]
-        listen = "127.0.0.1:0"
-        [globalconf]
-        validity_secs = 600
-        refresh_secs = 60
-    "#;
-    let path = dir.path().join("registry.toml");
-    std::fs::write(&path, toml).unwrap();
-    let config = RegistryConfig::load(&path).unwrap();
     let clock = TestClock::default();
-    let c = clock.clone();
-    let reg_clock: lienthong_registry::Clock = Arc::new(move || c.now());
-    let home = RegistryHome::new(&config.data_dir);
-    let opts = InitOptions {
-        instance: config.instance.clone(),
-        member_classes: vec![("GOV".parse().unwrap(), "State bodies".into())],
-        admin_name: "Quản trị viên".into(),
-        key_algorithm: KeyAlgorithm::Ed25519,
-        passphrase: None,
-    };
-    let placeholder: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    drop(home.init(&opts, config.settings(placeholder, placeholder), reg_clock.clone()).unwrap());
-    let running = within(serve(&config, None, reg_clock)).await.unwrap();
-    let ca = Certificate::from_pem(&std::fs::read_to_string(home.ca_cert_path()).unwrap()).unwrap();
-    let admin_id = home.admin_identity(None).unwrap();
-    let admin = within(AdminSession::connect(
-        &running.grpc_url(),
-        &admin_id,
-        std::slice::from_ref(&ca),
-        &config.instance,
-    ))
-    .await
-    .unwrap();
-    World { _dir: dir, clock, running, home, admin, ca }
+    let r = TestRegistry::start(dir.path(), &clock, false).await;
+    World { _dir: dir, clock, running: r.running, home: r.home, admin: r.admin, ca: r.ca }
 }
 
 pub fn anchor_with_urls(home: &RegistryHome, urls: Vec<String>) -> Anchor {
