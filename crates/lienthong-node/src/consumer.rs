@@ -17,6 +17,7 @@ use lienthong_exchange::record::{self, Direction, Refusal, Role};
 use lienthong_exchange::{EXCHANGE_PATH, Reject, access, error_body, meta, route};
 use lienthong_globalconf::{GlobalConf, to_millis};
 use lienthong_pki::Fingerprint;
+use lienthong_proto::convert::required;
 use lienthong_proto::exchange::v1 as ex;
 use lienthong_proto::types::v1 as types_pb;
 use lienthong_types::{ClientId, Fault, NodeId, R1PathError, R1Target};
@@ -431,13 +432,13 @@ async fn send(
             Ok(resp) => return Ok((node.clone(), resp)),
             Err(e) if e.is_before_send() => {
                 tracing::warn!(%node, error = %e, "provider node not reachable, trying the next");
-                last = Some(e);
+                last = Some((node, e));
             }
             Err(e) => return Err(peer_reject(node, &e)),
         }
     }
     Err(match last {
-        Some(e) if matches!(e, PeerError::Rejected { .. }) => peer_reject(&nodes[nodes.len() - 1], &e),
+        Some((node, e)) if e.is_rejected() => peer_reject(node, &e),
         _ => Reject::new(Fault::ClientNetworkError, "no node of the provider could be reached"),
     })
 }
@@ -493,11 +494,9 @@ async fn receive(
     if env.provider_node.as_ref() != Some(&peer.into()) {
         return Err(inconsistent("the response names another provider node"));
     }
-    let service = req
-        .service
-        .clone()
-        .and_then(|s| lienthong_proto::convert::required::<types_pb::ServiceId>(Some(s), "service").ok());
-    let Some(service) = service else { return Err(inconsistent("the request has no service")) };
+    let Ok(service) = required::<types_pb::ServiceId>(req.service.clone(), "service") else {
+        return Err(inconsistent("the request has no service"));
+    };
     envelope::verify_response(&env, &service.subsystem.member, gc, state.now()).map_err(plain)?;
     let length = parts
         .headers
@@ -529,16 +528,18 @@ async fn receive(
         Some(peer),
         state.now(),
     );
-    let client: Option<ClientId> =
-        req.client.clone().and_then(|c| lienthong_proto::convert::required(Some(c), "client").ok());
+    let client: Option<ClientId> = required(req.client.clone(), "client").ok();
     let subsystem = client.as_ref().and_then(ClientId::subsystem);
     state.log.append(rec, Some(&body), subsystem, Side::Consumer).await.map_err(plain)?;
 
     let mut resp = Response::new(body.clone().into_body());
-    *resp.status_mut() =
-        http::StatusCode::from_u16(env.status as u16).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    *resp.status_mut() = u16::try_from(env.status)
+        .ok()
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .unwrap_or(http::StatusCode::BAD_GATEWAY);
     let h = resp.headers_mut();
-    *h = xh::to_header_map(&env.headers);
+    // Filtered again here: the provider node filters, but this node answers for what it releases.
+    *h = xh::to_header_map(&xh::forwarded_response_headers(&xh::to_header_map(&env.headers)));
     let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
@@ -550,11 +551,7 @@ async fn receive(
     if let Some(c) = &client {
         set(h, xh::X_ROAD_CLIENT, &c.to_string());
     }
-    set(h, xh::X_ROAD_SERVICE, &service_string(&service));
+    set(h, xh::X_ROAD_SERVICE, &service.to_string());
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(resp)
-}
-
-fn service_string(s: &lienthong_types::ServiceId) -> String {
-    s.to_string()
 }
