@@ -781,9 +781,8 @@ async fn the_provider_refuses_untrusted_peers_and_clients_they_do_not_host() {
     assert_eq!(hits(&t)[0], b.hits[0] + 1);
 
     // 6. A certificate for node 0 from an unknown CA, and one from the right CA that is not
-    // the certificate registered for node 0: the TLS handshake fails, nothing is served. (There
-    // is no exchange yet, hence no log record: the node logs the refused handshake only as a
-    // tracing event.)
+    // the certificate registered for node 0: the TLS handshake fails, nothing is served, and the
+    // provider logs the refused connection as a security event (no exchange ids: there are none).
     let stranger_key = PrivateKey::generate(KeyAlgorithm::Ed25519).expect("key");
     let vn = "VN".parse().expect("instance");
     let stranger =
@@ -798,7 +797,8 @@ async fn the_provider_refuses_untrusted_peers_and_clients_they_do_not_host() {
         let err = result.expect_err(what);
         assert!(err.is_rejected() && err.is_before_send(), "{what}: {err}");
         assert_eq!(hits(&t), b.hits, "{what}");
-        assert!(new_records(&t, &b, 1).is_empty(), "{what}");
+        let events = security_events(&t, &b, 1, 1).await;
+        assert_eq!(events.len(), 1, "{what}: one record of the refused connection: {events:#?}");
     }
 
     // A node claiming a client it does not host: node 0 speaks for node 1's DANCU (even with
@@ -834,11 +834,35 @@ async fn the_provider_refuses_untrusted_peers_and_clients_they_do_not_host() {
     let err = exchange(&node0, NODE_BCA_1, &good(&t), b"").await.expect_err("pooled connection");
     assert!(err.is_before_send(), "{err}");
     assert_eq!(hits(&t), b.hits);
-    assert!(new_records(&t, &b, 1).is_empty() && new_records(&t, &b, 2).is_empty());
+    // Both refused handshakes (the new peer and the pooled connection's reconnection).
+    assert_eq!(security_events(&t, &b, 1, 2).await.len(), 2, "the refused handshakes are on record");
+    assert!(new_records(&t, &b, 2).is_empty());
     let req = Topology::r1("GET", &r1(CONG_DAN, "/1"), "");
     // Not the client's mistake: the node itself is no longer registered.
     refused_by_consumer(&t, 0, req, "server.clientproxy.internal_error", "a removed node's client").await;
     within(t.shutdown()).await;
+}
+
+/// The new records of node `i`, once at least `n` are there (the refused-connection record is
+/// written by a background task): each must be a refused connection, nothing else.
+async fn security_events(t: &Topology, b: &Before, i: usize, n: usize) -> Vec<LogRecord> {
+    let records = within(async {
+        loop {
+            let r = new_records(t, b, i);
+            if r.len() >= n {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for r in &records {
+        let fault = r.fault.as_ref().expect("a refusal");
+        assert_eq!(fault.code, "server.serverproxy.ssl_authentication_failed", "{r:#?}");
+        assert!(fault.message.contains("refused a peer connection"), "{r:#?}");
+        assert!(r.message_id.is_empty() && r.client.is_none(), "{r:#?}");
+    }
+    records
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

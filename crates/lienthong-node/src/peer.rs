@@ -49,7 +49,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{AlertDescription, ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
@@ -799,6 +799,25 @@ pub struct PeerServerOptions {
     pub revoke_grace: Duration,
     /// How long open exchanges may finish once shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Where refused connections are reported (for the message log's security events). Sent
+    /// with `try_send`: when the receiver lags, reports are dropped rather than queued, so a
+    /// flood of bad handshakes costs no memory.
+    pub refusals: Option<mpsc::Sender<PeerRefusal>>,
+}
+
+/// A peer connection refused before any exchange: who tried and why.
+#[derive(Debug, Clone)]
+pub struct PeerRefusal {
+    pub remote: SocketAddr,
+    pub reason: String,
+}
+
+fn report_refusal(opts: &PeerServerOptions, remote: SocketAddr, reason: String) {
+    if let Some(tx) = &opts.refusals
+        && tx.try_send(PeerRefusal { remote, reason }).is_err()
+    {
+        debug!(%remote, "refusal report dropped (reports are behind)");
+    }
 }
 
 impl Default for PeerServerOptions {
@@ -812,6 +831,7 @@ impl Default for PeerServerOptions {
             keep_alive_timeout: Duration::from_secs(10),
             revoke_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            refusals: None,
         }
     }
 }
@@ -918,13 +938,17 @@ async fn serve_connection<H, F>(
     // The handshake uses the configuration current at accept.
     let trust = trust_rx.borrow_and_update().clone();
     let acceptor = tokio_rustls::TlsAcceptor::from(trust.server_config());
-    let tls = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp).into_fallible()).await {
         Err(_) => {
             warn!(%remote, "peer TLS handshake timed out");
+            report_refusal(&opts, remote, "the TLS handshake timed out".into());
             return;
         }
-        Ok(Err(e)) => {
-            warn!(%remote, reason = %tls_reason(&e), "refused a peer TLS connection");
+        Ok(Err((e, tcp))) => {
+            let reason = tls_reason(&e);
+            warn!(%remote, %reason, "refused a peer TLS connection");
+            report_refusal(&opts, remote, reason);
+            close_after_alert(tcp).await;
             return;
         }
         Ok(Ok(tls)) => tls,
@@ -938,6 +962,7 @@ async fn serve_connection<H, F>(
         Ok(peer) => peer,
         Err(reason) => {
             warn!(%remote, %reason, "refused a peer TLS connection");
+            report_refusal(&opts, remote, reason.to_string());
             return;
         }
     };
@@ -996,6 +1021,25 @@ async fn serve_connection<H, F>(
 }
 
 /// The reason a server-side handshake failed, for the log.
+/// Closes a refused connection so that the TLS alert already sent reaches the peer: with TLS
+/// 1.3 the client may have sent data the server never reads, and closing a socket with unread
+/// data sends a reset that can overtake the alert. So: half-close, then drain briefly.
+async fn close_after_alert(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+}
+
 fn tls_reason(e: &io::Error) -> String {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(tls_error) => match tls::peer_rejection(tls_error) {

@@ -30,7 +30,7 @@ use crate::config::NodeConfig;
 use crate::consumer::{self, ConnInfo};
 use crate::exchange_log::ExchangeLog;
 use crate::home::NodeKeys;
-use crate::peer::{PeerClient, PeerClientOptions, PeerServer, PeerTrust};
+use crate::peer::{PeerClient, PeerClientOptions, PeerRefusal, PeerServer, PeerServerOptions, PeerTrust};
 use crate::replay::ReplayGuard;
 use crate::state::{Backend, NodeState};
 use crate::witness::RegistryWitness;
@@ -316,6 +316,10 @@ impl NodeHandle {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(follow_conf(state.clone(), conf_rx, peers, trust_tx, stopped.clone()));
+        // Refused peer connections become security events in the log; the channel is small
+        // and reports beyond it are dropped, so a flood of bad handshakes stays cheap.
+        let (refusals_tx, refusals_rx) = tokio::sync::mpsc::channel(64);
+        tasks.spawn(log_refusals(state.clone(), refusals_rx));
         let provider_state = state.clone();
         let mut peer_stop = stopped.clone();
         tasks.spawn(async move {
@@ -323,8 +327,9 @@ impl NodeHandle {
                 crate::provider::handle(provider_state.clone(), req, peer.node().clone())
             };
             let shutdown = async move { until_stopped(&mut peer_stop).await };
-            if let Err(e) = PeerServer::from_listener(listeners.peer).serve(trust_rx, handler, shutdown).await
-            {
+            let options = PeerServerOptions { refusals: Some(refusals_tx), ..Default::default() };
+            let server = PeerServer::from_listener(listeners.peer).with_options(options);
+            if let Err(e) = server.serve(trust_rx, handler, shutdown).await {
                 tracing::error!(error = %e, "peer listener failed");
             }
         });
@@ -415,6 +420,31 @@ impl NodeHandle {
             }
         }
         self.conf_client.shutdown().await;
+    }
+}
+
+/// Writes a refusal record for each refused peer connection, with its own detail id.
+async fn log_refusals(state: Arc<NodeState>, mut refusals: tokio::sync::mpsc::Receiver<PeerRefusal>) {
+    while let Some(r) = refusals.recv().await {
+        let detail = crate::state::new_detail();
+        let reject = lienthong_exchange::Reject::new(
+            lienthong_types::Fault::ServerSslAuthenticationFailed,
+            format!("refused a peer connection from {}: {}", r.remote, r.reason),
+        );
+        let fault = lienthong_exchange::error_body::to_pb(&reject, &detail);
+        let record = lienthong_exchange::record::refusal_record(
+            &lienthong_exchange::record::Refusal {
+                direction: Some(lienthong_exchange::record::Direction::Request),
+                ..Default::default()
+            },
+            fault,
+            reject.fault.http_status(),
+            lienthong_exchange::record::Role::Provider,
+            &state.keys.node,
+            state.now(),
+        );
+        // A failure is already logged and marks the node not ready.
+        let _ = state.log.append(record, None, None, crate::exchange_log::Side::Provider).await;
     }
 }
 
