@@ -867,7 +867,7 @@ async fn security_events(t: &Topology, b: &Before, i: usize, n: usize) -> Vec<Lo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_refuses_forged_altered_swapped_and_replayed_envelopes() {
-    let t = Topology::standard().await;
+    let mut t = Topology::standard().await;
     let conf = conf_of(&t, 0);
     let vpcp = keys_of(&t, 0);
     let bca = keys_of(&t, 1);
@@ -958,6 +958,18 @@ async fn the_provider_refuses_forged_altered_swapped_and_replayed_envelopes() {
     let b = before(&t);
     let answer = exchange(&node0, NODE_BCA_1, &env, b"{}").await.expect("exchange");
     assert_provider_refused(&t, &b, 1, &answer, "server.serverproxy.replayed_message", "replayed");
+    // Also after the provider restarts (its replay memory starts empty; the log remembers).
+    t.restart(1).await;
+    let b = before(&t);
+    let answer = exchange(&node0, NODE_BCA_1, &env, b"{}").await.expect("exchange");
+    assert_provider_refused(
+        &t,
+        &b,
+        1,
+        &answer,
+        "server.serverproxy.replayed_message",
+        "replayed after restart",
+    );
     within(t.shutdown()).await;
 }
 

@@ -82,7 +82,9 @@ async fn serve(
     }
     let now = state.now();
     let admitted = access::admit(gc, own, peer, env, now, state.max_skew())?;
-    if !state.replay.first_time(&env.request_id, to_millis(now)) {
+    let replayed = !state.replay.first_time(&env.request_id, to_millis(now))
+        || (env.created_at_ms < state.started_at_ms && logged_before(state, env));
+    if replayed {
         return Err(Reject::new(Fault::ReplayedMessage, "this request was already received"));
     }
     let length = req
@@ -157,6 +159,21 @@ async fn serve(
     let rec = record::response_record(env, &resp, &resp_bytes, Role::Provider, own, Some(peer), state.now());
     state.log.append(rec, Some(&out), Some(&subsystem), Side::Provider).await?;
     Ok(Answer { env: resp, body: out })
+}
+
+/// Whether this node already logged receiving this request: the replay memory starts empty
+/// at each start, so a message older than the process is looked up in the log instead.
+fn logged_before(state: &NodeState, env: &ex::RequestEnvelope) -> bool {
+    let store = state.log.log().store();
+    let Ok(indexes) = store.by_exchange(&env.message_id) else { return false };
+    indexes.into_iter().filter_map(|i| store.record(i).ok().flatten()).any(|bytes| {
+        lienthong_msglog::record::decode_record(&bytes).is_ok_and(|r| {
+            r.request_id == env.request_id
+                && r.role == record::Role::Provider as i32
+                && r.direction == Direction::Request as i32
+                && r.fault.is_none()
+        })
+    })
 }
 
 type Served = (u16, Vec<types_pb::Header>, SpooledBody);

@@ -222,6 +222,7 @@ impl NodeHandle {
         options: StartOptions,
     ) -> Result<Self, StartError> {
         let clock = options.clock.unwrap_or_else(Clock::system);
+        let clock_now = clock.now();
         let backends = backends(&config)?;
         let client_certs = client_certs(&config)?;
         let consumer_tls = match listeners.https {
@@ -311,6 +312,7 @@ impl NodeHandle {
             spool_dir,
             limits,
             next_node: AtomicUsize::new(0),
+            started_at_ms: to_millis(clock_now),
         });
 
         let (stop, stopped) = watch::channel(false);

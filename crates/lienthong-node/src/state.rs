@@ -51,6 +51,8 @@ pub(crate) struct NodeState {
     pub limits: BodyLimits,
     /// Spreads calls across a provider's nodes.
     pub next_node: AtomicUsize,
+    /// When this process started serving: the replay memory is empty before then.
+    pub started_at_ms: i64,
 }
 
 impl NodeState {
