@@ -82,7 +82,19 @@ fn crate_layering_follows_the_brief() {
                 "lienthong-msglog",
             ],
         ),
-        ("lienthong-audit", &["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-msglog"]),
+        (
+            "lienthong-audit",
+            // Exchange: evidence bundles check the signed envelopes with the protocol's own
+            // verification (both crates do no I/O).
+            &[
+                "lienthong-types",
+                "lienthong-proto",
+                "lienthong-pki",
+                "lienthong-globalconf",
+                "lienthong-exchange",
+                "lienthong-msglog",
+            ],
+        ),
         (
             "lienthong-node",
             &[

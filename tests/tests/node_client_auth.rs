@@ -5,18 +5,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
 use lienthong_node::config::{ClientAuth, ClientConfig};
 use lienthong_pki::PrivateKey;
 use lienthong_pki::is_client_tls::client_config;
 use lienthong_testkit::names::*;
 use lienthong_testkit::{Topology, node_id, subsystem, within};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 
 const SSL_FAILED: &str = "server.clientproxy.ssl_authentication_failed";
 
@@ -64,43 +62,11 @@ fn tls(t: &Topology, client: Option<&IsCert>) -> rustls::ClientConfig {
 /// One request over HTTPS to `addr` (HTTP/2 when `h2`, else HTTP/1.1); the whole answer.
 async fn https(
     addr: SocketAddr,
-    mut config: rustls::ClientConfig,
+    config: rustls::ClientConfig,
     h2: bool,
     req: Request<Full<Bytes>>,
 ) -> Result<Response<Bytes>, String> {
-    if h2 {
-        config.alpn_protocols = vec![b"h2".to_vec()];
-    }
-    let exchange = async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        // Any syntactically valid name: the verifier checks the node id instead.
-        let name = ServerName::try_from("node.lienthong.invalid").unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(
-            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                Some(r) => lienthong_pki::tls::peer_rejection(r)
-                    .map_or_else(|| r.to_string(), |p| format!("rejected: {p}")),
-                None => e.to_string(),
-            },
-        )?;
-        let io = TokioIo::new(stream);
-        let resp = if h2 {
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            sender.send_request(req).await
-        } else {
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            sender.send_request(req).await
-        }
-        .map_err(|e| e.to_string())?;
-        let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Response::from_parts(parts, bytes))
-    };
-    within(exchange).await
+    lienthong_testkit::https(addr, config, h2, req).await
 }
 
 /// A request from CONG_DVC over HTTPS; the URI is absolute for HTTP/2, origin-form for 1.1.

@@ -3,6 +3,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod audit;
+mod audit_query;
 mod demo;
 mod files;
 mod log;
@@ -23,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Evidence for auditors: bundle an exchange's proof from the nodes' logs, verify it offline.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Walk through an instance's PKI on this machine: CA, node and member certificates,
     /// a signed message, and pinned mutual TLS between two nodes on loopback.
     Demo(demo::DemoArgs),
@@ -43,6 +48,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Log(cmd) => log::run(cmd),
         Command::Node(cmd) => node::run(cmd),

@@ -27,6 +27,18 @@ pub struct NodeConfig {
     /// The backends of the services this node provides.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The node's audit API (`/audit/v1/...` on the HTTPS consumer listener).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// PEM files of the auditors' client certificates: presenting one of them over HTTPS is the
+    /// auditor role. Empty: the audit API refuses everyone.
+    #[serde(default)]
+    pub certificates: Vec<PathBuf>,
 }
 
 /// The side facing local information systems (X-Road REST `r1`).
@@ -200,6 +212,7 @@ impl NodeConfig {
             s.ca_file.as_mut().map(resolve);
             s.openapi.as_mut().map(resolve);
         }
+        config.audit.certificates.iter_mut().for_each(resolve);
         Ok(config)
     }
 
@@ -235,6 +248,9 @@ impl NodeConfig {
             if matches!(c.auth, ClientAuth::Tls | ClientAuth::TlsCert) && config.consumer.https.is_none() {
                 return Err(format!("client {}: TLS authentication needs consumer.https", c.subsystem));
             }
+        }
+        if !config.audit.certificates.is_empty() && config.consumer.https.is_none() {
+            return Err("audit: auditors authenticate over HTTPS; set consumer.https".into());
         }
         let mut services = BTreeMap::new();
         for s in &config.services {

@@ -67,6 +67,9 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
     if path == "/healthz" || path == "/readyz" {
         return crate::health::respond(&state, path == "/readyz").await;
     }
+    if path.starts_with(crate::audit_api::PREFIX) {
+        return crate::audit_api::handle(state, req, conn).await;
+    }
     let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let detail = new_detail();
     let method = req.method().as_str().to_owned();

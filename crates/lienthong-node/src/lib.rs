@@ -2,6 +2,7 @@
 //! systems), the provider side (facing peer nodes over pinned mTLS), the configuration client,
 //! set-up against the registry, and the message log that every exchange passes through.
 
+mod audit_api;
 pub mod backend;
 pub mod body;
 mod confclient;

@@ -170,19 +170,32 @@ fn backends(config: &NodeConfig) -> Result<HashMap<lienthong_types::ServiceId, B
 fn client_certs(
     config: &NodeConfig,
 ) -> Result<HashMap<lienthong_types::SubsystemId, HashSet<lienthong_pki::Fingerprint>>, StartError> {
-    let mut out = HashMap::new();
-    for c in &config.clients {
-        let mut set = HashSet::new();
-        for p in &c.certificates {
-            // An information system's certificate is an ordinary one (its own CA's, self-signed),
-            // not one of ours with a Lienthong identity: it is pinned by fingerprint only.
-            let certs = crate::backend::roots_from_pem(&read(p, "client certificate")?)
-                .map_err(|e| StartError::Invalid(format!("client {}: {}: {e}", c.subsystem, p.display())))?;
-            set.extend(certs.iter().map(|der| lienthong_pki::Fingerprint::of(der)));
-        }
-        out.insert(c.subsystem.clone(), set);
+    // An information system's certificate is an ordinary one (its own CA's, self-signed), not
+    // one of ours with a Lienthong identity: it is pinned by fingerprint only.
+    config
+        .clients
+        .iter()
+        .map(|c| {
+            Ok((
+                c.subsystem.clone(),
+                pinned(&c.certificates, &format!("client {} certificate", c.subsystem))?,
+            ))
+        })
+        .collect()
+}
+
+/// Fingerprints of the PEM certificates in `paths` (pinned, whatever issued them).
+fn pinned(
+    paths: &[std::path::PathBuf],
+    what: &str,
+) -> Result<HashSet<lienthong_pki::Fingerprint>, StartError> {
+    let mut set = HashSet::new();
+    for p in paths {
+        let certs = crate::backend::roots_from_pem(&read(p, what)?)
+            .map_err(|e| StartError::Invalid(format!("{what} {}: {e}", p.display())))?;
+        set.extend(certs.iter().map(|der| lienthong_pki::Fingerprint::of(der)));
     }
-    Ok(out)
+    Ok(set)
 }
 
 fn consumer_identity(config: &NodeConfig, keys: &NodeKeys) -> Result<TlsIdentity, StartError> {
@@ -225,6 +238,7 @@ impl NodeHandle {
         let clock_now = clock.now();
         let backends = backends(&config)?;
         let client_certs = client_certs(&config)?;
+        let auditors = pinned(&config.audit.certificates, "auditor certificate")?;
         let consumer_tls = match listeners.https {
             Some(_) => Some(TlsAcceptor::from(Arc::new(
                 consumer_server_config(&consumer_identity(&config, &keys)?)
@@ -307,6 +321,7 @@ impl NodeHandle {
             peers: peers.clone(),
             backends,
             client_certs,
+            auditors,
             replay: ReplayGuard::new(skew_ms, 1_000_000),
             clock,
             spool_dir,

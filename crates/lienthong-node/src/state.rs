@@ -45,6 +45,8 @@ pub(crate) struct NodeState {
     pub peers: PeerClient,
     pub backends: HashMap<ServiceId, Backend>,
     pub client_certs: HashMap<SubsystemId, HashSet<Fingerprint>>,
+    /// Certificates that carry the auditor role on the audit API.
+    pub auditors: HashSet<Fingerprint>,
     pub replay: ReplayGuard,
     pub clock: Clock,
     pub spool_dir: PathBuf,

@@ -22,6 +22,7 @@ fn the_example_configuration_is_valid() {
     assert_eq!(service.id.to_string(), "VN/GOV/000.00.00.G01/dancu/cong-dan");
     assert_eq!(config.service_timeout(service).as_secs(), 10);
     assert!(service.tls_verify);
+    assert!(config.audit.certificates.is_empty(), "the audit API is closed until auditors are listed");
 }
 
 const MINIMAL: &str =
@@ -60,6 +61,8 @@ fn bad_configuration_files_are_refused_with_a_clear_error() {
         MINIMAL.replace("[peer]", "https = \"127.0.0.1:0\"\n[peer]")
     ));
     assert!(cert_without_list.contains("certificates"), "{cert_without_list}");
+    let audit_without_https = refused(&format!("{MINIMAL}[audit]\ncertificates = [\"a.pem\"]\n"));
+    assert!(audit_without_https.contains("https"), "{audit_without_https}");
     let policy = refused(&format!("{MINIMAL}[log]\nbody_policy = \"some\"\n"));
     assert!(policy.contains("body_policy") || policy.contains("unknown variant"), "{policy}");
 }

@@ -739,3 +739,49 @@ impl Topology {
         self.nodes[i].handle().https
     }
 }
+
+/// One request over HTTPS to `addr` (HTTP/2 when `h2`, else HTTP/1.1), as an information system
+/// or an auditor makes it with `config` (see `lienthong_pki::is_client_tls`); the whole answer,
+/// or what failed (a refused handshake reads `rejected: ...`).
+pub async fn https(
+    addr: SocketAddr,
+    mut config: rustls::ClientConfig,
+    h2: bool,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Bytes>, String> {
+    use hyper_util::rt::TokioIo;
+    if h2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    let exchange = async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        // Any syntactically valid name: the verifier checks the node id instead.
+        let name =
+            rustls::pki_types::ServerName::try_from("node.lienthong.invalid").map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(
+            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(r) => lienthong_pki::tls::peer_rejection(r)
+                    .map_or_else(|| r.to_string(), |p| format!("rejected: {p}")),
+                None => e.to_string(),
+            },
+        )?;
+        let io = TokioIo::new(stream);
+        let resp = if h2 {
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        } else {
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        }
+        .map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Response::from_parts(parts, bytes))
+    };
+    within(exchange).await
+}
