@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use lienthong_audit::bundle::{self, BuildError, ExchangeRef, Outcome, Side};
-use lienthong_msglog::{CheckpointSigner, Entry, LogError, LogStore};
+use lienthong_msglog::{Entry, LogError, LogStore};
 use lienthong_proto::audit::v1 as audit_pb;
 use lienthong_proto::msglog::v1 as log_pb;
 use lienthong_testkit::names::*;
@@ -16,28 +16,6 @@ use lienthong_testkit::{Topology, within};
 use prost::Message;
 
 const MESSAGE_ID: &str = "vpcp-2026-audit-0001";
-
-/// One checkpoint round of node `i`, witnessed by the registry through the node's own
-/// `RegistryWitness`, as its checkpointer does (hourly in the testkit).
-async fn witness(t: &Topology, i: usize) {
-    let node = &t.nodes[i];
-    let keys = node.home.open(None).unwrap();
-    let signer = CheckpointSigner {
-        origin: keys.node.to_string(),
-        key: keys.tls.key.clone(),
-        certificate: keys.tls.chain[0].clone(),
-    };
-    let witness =
-        lienthong_node::RegistryWitness::new(node.handle().conf_subscription(), keys.anchor.clone());
-    within(lienthong_msglog::witness::checkpoint_and_witness(
-        node.handle().log(),
-        &signer,
-        &witness,
-        lienthong_testkit::millis(t.clock.now()),
-    ))
-    .await
-    .unwrap();
-}
 
 /// A node's live log store and the signed configuration it holds.
 fn node_side(t: &Topology, i: usize) -> (Arc<dyn LogStore>, Vec<u8>) {
@@ -176,8 +154,8 @@ async fn an_exchange_is_proved_from_both_nodes_logs_and_verifies_offline() {
     assert!(matches!(err, BuildError::NotWitnessed { .. }), "{err:?}");
     assert!(err.to_string().contains("a checkpoint must be witnessed first"), "{err}");
 
-    witness(&t, 0).await;
-    witness(&t, provider).await;
+    t.witness(0).await;
+    t.witness(provider).await;
     let bytes = build(&[(&*consumer_store, &consumer_conf), (&*provider_store, &provider_conf)]).unwrap();
     let anchor = t.registry.anchor();
     let report = bundle::verify(&bytes, &anchor).unwrap_or_else(|e| panic!("{}", e.0));

@@ -31,27 +31,6 @@ async fn get(t: &Topology, addr: SocketAddr, who: Option<&Auditor>, path: &str) 
     https(addr, config, false, req).await.expect("HTTPS exchange")
 }
 
-/// Witnesses node 0's log now, as its checkpointer does every interval.
-async fn witness(t: &Topology) {
-    let node = &t.nodes[0];
-    let keys = node.home.open(None).unwrap();
-    let signer = lienthong_msglog::CheckpointSigner {
-        origin: keys.node.to_string(),
-        key: keys.tls.key.clone(),
-        certificate: keys.tls.chain[0].clone(),
-    };
-    let witness =
-        lienthong_node::RegistryWitness::new(node.handle().conf_subscription(), keys.anchor.clone());
-    within(lienthong_msglog::witness::checkpoint_and_witness(
-        node.handle().log(),
-        &signer,
-        &witness,
-        lienthong_testkit::millis(t.clock.now()),
-    ))
-    .await
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditors_query_the_log_with_proofs_and_every_query_is_recorded() {
     let mut t = Topology::standard().await;
@@ -75,7 +54,7 @@ async fn auditors_query_the_log_with_proofs_and_every_query_is_recorded() {
     }
     let denied = t.call(0, Topology::r1("GET", &format!("/r1/{HO_TICH}/x"), "")).await;
     assert_eq!(denied.status(), 500);
-    witness(&t).await;
+    t.witness(0).await;
 
     // Only the auditor's certificate opens the API; the refusals are on record too.
     let size_before = t.records(0).len();

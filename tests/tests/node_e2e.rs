@@ -158,26 +158,10 @@ async fn nodes_checkpoint_their_logs_and_the_registry_witnesses_them() {
     let t = Topology::standard_with("").await;
     let resp = t.call(0, Topology::r1("GET", &format!("/r1/{CONG_DAN}/cong-dan/1"), "")).await;
     assert_eq!(resp.status(), 200);
-    // The node's own checkpointer runs hourly in the testkit; drive one round by hand through
-    // the node's registry witness, as the checkpointer does.
-    let node = &t.nodes[0];
-    let keys = node.home.open(None).unwrap();
-    let signer = lienthong_msglog::CheckpointSigner {
-        origin: keys.node.to_string(),
-        key: keys.tls.key.clone(),
-        certificate: keys.tls.chain[0].clone(),
-    };
-    let witness =
-        lienthong_node::RegistryWitness::new(node.handle().conf_subscription(), keys.anchor.clone());
-    let log = node.handle().log();
-    let cosigned = within(lienthong_msglog::witness::checkpoint_and_witness(
-        log,
-        &signer,
-        &witness,
-        lienthong_testkit::millis(t.clock.now()),
-    ))
-    .await
-    .unwrap();
+    // The node's own checkpointer runs hourly in the testkit; one round by hand, through the
+    // node's registry witness.
+    let cosigned = t.witness(0).await;
+    let log = t.nodes[0].handle().log();
     assert_eq!(cosigned.signatures.len(), 2, "the node's and the registry's");
     let last = lienthong_msglog::witness::last_witnessed(log).unwrap().unwrap();
     assert_eq!(last.size, log.head().size);

@@ -785,3 +785,27 @@ pub async fn https(
     };
     within(exchange).await
 }
+
+impl Topology {
+    /// One checkpoint round of node `i`: signed by the node and witnessed by the registry
+    /// through the node's own `RegistryWitness`, as its checkpointer does (hourly here).
+    pub async fn witness(&self, i: usize) -> lienthong_proto::msglog::v1::SignedCheckpoint {
+        let node = &self.nodes[i];
+        let keys = node.home.open(None).expect("node keys");
+        let signer = lienthong_msglog::CheckpointSigner {
+            origin: keys.node.to_string(),
+            key: keys.tls.key.clone(),
+            certificate: keys.tls.chain[0].clone(),
+        };
+        let witness =
+            lienthong_node::RegistryWitness::new(node.handle().conf_subscription(), keys.anchor.clone());
+        within(lienthong_msglog::witness::checkpoint_and_witness(
+            node.handle().log(),
+            &signer,
+            &witness,
+            millis(self.clock.now()),
+        ))
+        .await
+        .expect("a witnessed checkpoint")
+    }
+}
