@@ -1,6 +1,7 @@
-//! Audit over message logs: queries with inclusion proofs and exports (JSON, CSV, NDJSON), and
+//! Audit over message logs: queries with inclusion proofs and exports (JSON, CSV, NDJSON),
 //! evidence bundles that prove an exchange from both sides' logs and verify offline against the
-//! instance's anchor.
+//! instance's anchor, and the sharing report (who called whom, against the agreements).
 
 pub mod bundle;
 pub mod query;
+pub mod sharing;
