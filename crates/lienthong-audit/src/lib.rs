@@ -1,7 +1,9 @@
 //! Audit over message logs: queries with inclusion proofs and exports (JSON, CSV, NDJSON),
 //! evidence bundles that prove an exchange from both sides' logs and verify offline against the
-//! instance's anchor, and the sharing report (who called whom, against the agreements).
+//! instance's anchor, the central collector's store, and the sharing report (who called whom,
+//! against the agreements).
 
 pub mod bundle;
+pub mod collect;
 pub mod query;
 pub mod sharing;
