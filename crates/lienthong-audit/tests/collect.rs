@@ -376,24 +376,16 @@ fn conf() -> GlobalConf {
         (id, m)
     };
     GlobalConf {
-        instance: InstanceId::new("VN").unwrap(),
         version: 1,
         generated_at: from_millis(T0),
         expires_at: from_millis(T0) + Duration::from_secs(86_400),
         member_classes: BTreeSet::from([MemberClass::new("GOV").unwrap()]),
-        approved_cas: Vec::new(),
         members: BTreeMap::from([
             member("VN/GOV/A", "cons"),
             member("VN/GOV/B", "prov"),
             member("VN/GOV/C", "app"),
         ]),
-        nodes: BTreeMap::new(),
-        services: BTreeMap::new(),
-        grants: Vec::new(),
-        global_groups: BTreeMap::new(),
-        federation_partners: Vec::new(),
-        registry_urls: Vec::new(),
-        signing_keys: Vec::new(),
+        ..GlobalConf::empty(InstanceId::new("VN").unwrap())
     }
 }
 

@@ -72,20 +72,16 @@ fn conf() -> GlobalConf {
     let group = "VN/everyone".parse().unwrap();
     let pets = vec![Endpoint { method: "GET".into(), path: "/pets/*".into() }];
     GlobalConf {
-        instance: InstanceId::new("VN").unwrap(),
         version: 1,
         generated_at: from_millis(P0),
         expires_at: from_millis(P1) + Duration::from_secs(86_400),
         member_classes: BTreeSet::from([MemberClass::new("GOV").unwrap()]),
-        approved_cas: Vec::new(),
         members: BTreeMap::from([
             member("VN/GOV/A", "Agency A", "cons"),
             member("VN/GOV/B", "Agency B", "prov"),
             member("VN/GOV/C", "Agency C", "app"),
         ]),
-        nodes: BTreeMap::new(),
         // The report reads grants and groups only; services need not be listed.
-        services: BTreeMap::new(),
         grants: vec![
             grant("g-pets", PETS, client(CONS), pets, (P0 - 86_400_000, 0)),
             grant("g-open", OPEN, GrantSubject::Group(group), Vec::new(), (P0 - 86_400_000, 0)),
@@ -102,9 +98,7 @@ fn conf() -> GlobalConf {
                 members: BTreeSet::from([APP.parse::<ClientId>().unwrap()]),
             },
         )]),
-        federation_partners: Vec::new(),
-        registry_urls: Vec::new(),
-        signing_keys: Vec::new(),
+        ..GlobalConf::empty(InstanceId::new("VN").unwrap())
     }
 }
 

@@ -169,6 +169,27 @@ impl AccessGrant {
 }
 
 impl GlobalConf {
+    /// A configuration with nothing in it (version 0, expired at the epoch): what a node trusts
+    /// before its first real one, and a base for configurations built by hand in tests.
+    pub fn empty(instance: InstanceId) -> Self {
+        Self {
+            instance,
+            version: 0,
+            generated_at: SystemTime::UNIX_EPOCH,
+            expires_at: SystemTime::UNIX_EPOCH,
+            member_classes: BTreeSet::new(),
+            approved_cas: Vec::new(),
+            members: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            services: BTreeMap::new(),
+            grants: Vec::new(),
+            global_groups: BTreeMap::new(),
+            federation_partners: Vec::new(),
+            registry_urls: Vec::new(),
+            signing_keys: Vec::new(),
+        }
+    }
+
     pub fn member(&self, id: &MemberId) -> Option<&Member> {
         self.members.get(id)
     }

@@ -2,12 +2,12 @@
 //! then start the configuration client, the message log and its checkpointer, the peer
 //! transport and the consumer listeners.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::server::conn::http1;
@@ -118,26 +118,6 @@ impl std::fmt::Debug for NodeHandle {
             .field("https", &self.https)
             .field("peer", &self.peer)
             .finish_non_exhaustive()
-    }
-}
-
-/// A configuration that trusts nobody, used until the first real one arrives.
-fn empty_conf(instance: lienthong_types::InstanceId) -> GlobalConf {
-    GlobalConf {
-        instance,
-        version: 0,
-        generated_at: SystemTime::UNIX_EPOCH,
-        expires_at: SystemTime::UNIX_EPOCH,
-        member_classes: BTreeSet::new(),
-        approved_cas: Vec::new(),
-        members: BTreeMap::new(),
-        nodes: BTreeMap::new(),
-        services: BTreeMap::new(),
-        grants: Vec::new(),
-        global_groups: BTreeMap::new(),
-        federation_partners: Vec::new(),
-        registry_urls: Vec::new(),
-        signing_keys: Vec::new(),
     }
 }
 
@@ -285,7 +265,7 @@ impl NodeHandle {
             .borrow()
             .as_ref()
             .map(|c| c.conf.clone())
-            .unwrap_or_else(|| empty_conf(keys.anchor.instance.clone()));
+            .unwrap_or_else(|| GlobalConf::empty(keys.anchor.instance.clone()));
         let trust =
             Arc::new(PeerTrust::new(&initial, &keys.tls).map_err(|e| StartError::Invalid(e.to_string()))?);
         let (trust_tx, trust_rx) = watch::channel(trust.clone());

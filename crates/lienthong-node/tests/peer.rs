@@ -2,7 +2,7 @@
 //! pinned identities on both sides, address failover, and revocation by a new configuration
 //! reaching connections that are already open.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -89,20 +89,12 @@ fn conf(version: u64, ca: &Ca, nodes: &[(&NodeId, Fingerprint, Vec<String>)]) ->
         })
         .collect();
     GlobalConf {
-        instance: InstanceId::new("VN").unwrap(),
         version,
         generated_at: now,
         expires_at: now + Duration::from_secs(3600),
-        member_classes: BTreeSet::new(),
         approved_cas: vec![ca.0.certificate().clone()],
-        members: BTreeMap::new(),
         nodes,
-        services: BTreeMap::new(),
-        grants: Vec::new(),
-        global_groups: BTreeMap::new(),
-        federation_partners: Vec::new(),
-        registry_urls: Vec::new(),
-        signing_keys: Vec::new(),
+        ..GlobalConf::empty(InstanceId::new("VN").unwrap())
     }
 }
 
