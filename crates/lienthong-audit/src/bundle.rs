@@ -16,9 +16,12 @@ mod build;
 mod report;
 mod verify;
 
-pub use build::{BuildError, ExchangeRef, Side, build};
+pub use build::{BuildError, ExchangeRef, Side, build, merge};
 pub use report::{Check, ExchangeSummary, Outcome, Report, SideSummary};
 pub use verify::{Invalid, verify};
 
 /// The `format` of every bundle this version writes and reads.
 pub const BUNDLE_FORMAT: &str = "lienthong-evidence-bundle-v1";
+
+/// The media type a bundle is served with.
+pub const CONTENT_TYPE: &str = "application/vnd.lienthong.evidence.v1+protobuf";

@@ -40,6 +40,10 @@ const BY_TIME: TableDefinition<'static, (i64, &'static str, u64), ()> = TableDef
 const BY_CLIENT: TableDefinition<'static, (&'static str, i64, &'static str, u64), ()> =
     TableDefinition::new("by_client");
 
+/// (message id, node, leaf): the records of one exchange, for drill-down and evidence.
+const BY_EXCHANGE: TableDefinition<'static, (&'static str, &'static str, u64), ()> =
+    TableDefinition::new("by_exchange");
+
 /// [`Collector::records`] widens the period by this much on each side: the sharing report places
 /// an exchange at its request's time, and the response records of an exchange near an edge
 /// carry later times. The report applies the exact period itself.
@@ -162,6 +166,7 @@ struct Verified {
     stripped: Vec<u8>,
     time: i64,
     client: Option<String>,
+    message_id: String,
 }
 
 impl Collector {
@@ -182,6 +187,7 @@ impl Collector {
         tx.open_table(HELD).map_err(st)?;
         tx.open_table(BY_TIME).map_err(st)?;
         tx.open_table(BY_CLIENT).map_err(st)?;
+        tx.open_table(BY_EXCHANGE).map_err(st)?;
         tx.commit().map_err(st)?;
         Ok(Self { db })
     }
@@ -238,6 +244,7 @@ impl Collector {
             let mut table = tx.open_table(RECORDS).map_err(st)?;
             let mut by_time = tx.open_table(BY_TIME).map_err(st)?;
             let mut by_client = tx.open_table(BY_CLIENT).map_err(st)?;
+            let mut by_exchange = tx.open_table(BY_EXCHANGE).map_err(st)?;
             let mut new_leaves = Vec::new();
             for r in &records {
                 if let Some(old) = table.get((name.as_str(), r.index)).map_err(st)? {
@@ -252,6 +259,9 @@ impl Collector {
                 by_time.insert((r.time, name.as_str(), r.index), ()).map_err(st)?;
                 if let Some(client) = &r.client {
                     by_client.insert((client.as_str(), r.time, name.as_str(), r.index), ()).map_err(st)?;
+                }
+                if !r.message_id.is_empty() {
+                    by_exchange.insert((r.message_id.as_str(), name.as_str(), r.index), ()).map_err(st)?;
                 }
                 new_leaves.push(r.index);
                 stored += 1;
@@ -315,6 +325,21 @@ impl Collector {
             let (k, _) = k.map_err(st)?;
             let (_, node, index) = k.value();
             out.push(load(&records, node, index)?);
+        }
+        Ok(out)
+    }
+
+    /// Every collected record of the exchanges with this message id (`X-Road-Id`), from every
+    /// node, by node and leaf.
+    pub fn by_exchange(&self, message_id: &str) -> Result<Vec<CollectedRecord>, CollectError> {
+        let tx = self.db.begin_read().map_err(st)?;
+        let index = tx.open_table(BY_EXCHANGE).map_err(st)?;
+        let records = tx.open_table(RECORDS).map_err(st)?;
+        let mut out = Vec::new();
+        for k in index.range((message_id, "", 0)..=(message_id, "\u{10ffff}", u64::MAX)).map_err(st)? {
+            let (k, _) = k.map_err(st)?;
+            let (_, node, leaf) = k.value();
+            out.push(load(&records, node, leaf)?);
         }
         Ok(out)
     }
@@ -491,6 +516,7 @@ fn verify_records(
             leaf,
             time: record_time(&record),
             client: client_key(&record),
+            message_id: record.message_id.clone(),
             stripped: record.encode_to_vec(),
         });
     }

@@ -20,7 +20,7 @@ pub use engine::{
     QueryRecord, WitnessedCheckpoint, query, query_with,
 };
 pub use export::{COLUMNS, Format, RecordWriter, StreamError, StreamSummary, format_time, stream};
-pub use filter::{FILTER_NAMES, Filter, StatusFilter, parse_time};
+pub use filter::{FILTER_NAMES, Filter, StatusFilter, decode_component, parse_time};
 
 use lienthong_msglog::LogError;
 

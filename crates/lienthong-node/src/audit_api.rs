@@ -13,11 +13,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use lienthong_audit::bundle::{self, ExchangeRef};
 use lienthong_audit::query::{
     Cursor, FILTER_NAMES, Filter, Format, ProofAt, QueryError, QueryOptions, RecordWriter,
+    decode_component as decode,
 };
 use lienthong_globalconf::to_millis;
+use lienthong_msglog::checkpoint::Checkpoint;
 use lienthong_pki::Fingerprint;
+use lienthong_proto::audit::v1 as audit_pb;
 use lienthong_proto::msglog::v1 as pb;
 use lienthong_proto::types::v1 as types_pb;
 use prost::Message;
@@ -30,6 +34,9 @@ use crate::state::{Body, NodeState, full, new_detail};
 pub(crate) const PREFIX: &str = "/audit/";
 
 const DEFAULT_LIMIT: usize = 100;
+/// Records per collector pull when the collector does not say; and the most it may ask for.
+const COLLECT_DEFAULT: u64 = 1_000;
+const COLLECT_MAX: u64 = 10_000;
 
 /// An answer before it is recorded: status, content type, body, extra headers, and the error
 /// code when it is a refusal.
@@ -124,28 +131,10 @@ async fn route(state: &Arc<NodeState>, path: &str, query: &str) -> Answer {
     match path {
         "/audit/v1/records" => records(state, query).await,
         "/audit/v1/checkpoint" => checkpoint(state).await,
+        "/audit/v1/collect" => collect(state, query).await,
+        "/audit/v1/evidence" => evidence(state, query).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", format!("no audit resource {path:?}")),
     }
-}
-
-/// Decodes `%XX` and `+` in a query-string component; `None` if it is not valid UTF-8 after.
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 fn query_error(e: &QueryError) -> Answer {
@@ -228,7 +217,8 @@ async fn records(state: &Arc<NodeState>, query: &str) -> Answer {
     Answer { status: StatusCode::OK, content_type, body, headers, error: None }
 }
 
-async fn checkpoint(state: &Arc<NodeState>) -> Answer {
+/// The newest witnessed checkpoint, signed and decoded, or the answer explaining its absence.
+async fn witnessed(state: &Arc<NodeState>) -> Result<(pb::SignedCheckpoint, Checkpoint), Answer> {
     let store = state.log.log().store().clone();
     let found = tokio::task::spawn_blocking(move || {
         store.checkpoints().map(|all| all.into_iter().rev().find(lienthong_msglog::checkpoint::is_witnessed))
@@ -237,16 +227,34 @@ async fn checkpoint(state: &Arc<NodeState>) -> Answer {
     let signed = match found {
         Ok(Ok(Some(c))) => c,
         Ok(Ok(None)) => {
-            return error(StatusCode::NOT_FOUND, "no_checkpoint", "the log has no witnessed checkpoint yet");
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "no_checkpoint",
+                "the log has no witnessed checkpoint yet",
+            ));
         }
-        _ => return error(StatusCode::INTERNAL_SERVER_ERROR, "storage", "the checkpoints could not be read"),
+        _ => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                "the checkpoints could not be read",
+            ));
+        }
     };
-    let Ok(c) = lienthong_msglog::checkpoint::Checkpoint::decode(&signed) else {
-        return error(
+    match Checkpoint::decode(&signed) {
+        Ok(c) => Ok((signed, c)),
+        Err(_) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "log_damaged",
             "a stored checkpoint does not decode",
-        );
+        )),
+    }
+}
+
+async fn checkpoint(state: &Arc<NodeState>) -> Answer {
+    let (signed, c) = match witnessed(state).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let body = serde_json::json!({
         "origin": c.origin,
@@ -264,16 +272,170 @@ async fn checkpoint(state: &Arc<NodeState>) -> Answer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::decode;
+/// Splits a query string into decoded `(name, value)` pairs, refusing any name not in `known`.
+fn params(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, Answer> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&name) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_filter",
+                format!("unknown parameter {name:?}"),
+            ));
+        }
+        let Some(value) = decode(raw) else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_filter",
+                format!("{name}: not valid percent-encoded UTF-8"),
+            ));
+        };
+        out.push((name.to_owned(), value));
+    }
+    Ok(out)
+}
 
-    #[test]
-    fn query_components_decode() {
-        assert_eq!(decode("VN%2FGOV%2F000.00.00.G01").as_deref(), Some("VN/GOV/000.00.00.G01"));
-        assert_eq!(decode("a+b").as_deref(), Some("a b"));
-        assert_eq!(decode("%ZZ"), None);
-        assert_eq!(decode("%C3%28"), None);
-        assert_eq!(decode("%4"), None);
+fn number(name: &str, value: &str) -> Result<u64, Answer> {
+    value
+        .parse()
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "invalid_filter", format!("{name} must be a number")))
+}
+
+/// A collector's pull: the newest witnessed checkpoint, a consistency proof from `held` (the size
+/// the collector holds) and up to `limit` records from leaf `from`, each proven against the
+/// checkpoint, as one protobuf `CollectBatch`. Records pruned by retention are left out (the
+/// collector reports them as gaps).
+async fn collect(state: &Arc<NodeState>, query: &str) -> Answer {
+    let (mut from, mut held, mut limit) = (0, 0, COLLECT_DEFAULT);
+    let parsed = match params(query, &["from", "held", "limit"]) {
+        Ok(p) => p,
+        Err(answer) => return answer,
+    };
+    for (name, value) in parsed {
+        let n = match number(&name, &value) {
+            Ok(n) => n,
+            Err(answer) => return answer,
+        };
+        match name.as_str() {
+            "from" => from = n,
+            "held" => held = n,
+            _ => limit = n,
+        }
+    }
+    if !(1..=COLLECT_MAX).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_filter",
+            format!("limit must be between 1 and {COLLECT_MAX}"),
+        );
+    }
+    let (signed, c) = match witnessed(state).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let state = state.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let log = state.log.log();
+        let consistency = if held > 0 && held < c.size {
+            let hashes = log.consistency_proof(held, c.size)?;
+            Some(pb::ConsistencyProof {
+                old_size: held,
+                new_size: c.size,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            })
+        } else {
+            None
+        };
+        let end = from.saturating_add(limit).min(c.size);
+        let mut records = Vec::new();
+        for index in from..end {
+            let Some(record) = log.store().record(index)? else { continue };
+            let hashes = log.inclusion_proof(index, c.size)?;
+            records.push(audit_pb::ProvenRecord {
+                leaf_index: index,
+                record,
+                proof: Some(pb::InclusionProof {
+                    leaf_index: index,
+                    tree_size: c.size,
+                    hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                }),
+                next_page_token: Vec::new(),
+            });
+        }
+        Ok::<_, lienthong_msglog::LogError>(audit_pb::CollectBatch {
+            checkpoint: Some(signed),
+            node_certificate: state.keys.tls.chain[0].der().to_vec(),
+            consistency,
+            records,
+            next: end.max(from),
+        })
+    })
+    .await;
+    match built {
+        Ok(Ok(batch)) => Answer {
+            status: StatusCode::OK,
+            content_type: "application/x-protobuf",
+            body: batch.encode_to_vec(),
+            headers: Vec::new(),
+            error: None,
+        },
+        Ok(Err(e)) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("the log could not be read: {e}"))
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the pull failed"),
+    }
+}
+
+/// This node's side of the evidence for one exchange (`exchange`, optionally `request_id`): a
+/// bundle file of its records with proofs against its newest witnessed checkpoint, its
+/// certificate and the configuration it holds. An audit service merges both sides' files.
+async fn evidence(state: &Arc<NodeState>, query: &str) -> Answer {
+    let parsed = match params(query, &["exchange", "request_id"]) {
+        Ok(p) => p,
+        Err(answer) => return answer,
+    };
+    let mut exchange = ExchangeRef::message(String::new());
+    for (name, value) in parsed {
+        if name == "exchange" {
+            exchange.message_id = value;
+        } else {
+            exchange.request_id = Some(value);
+        }
+    }
+    if exchange.message_id.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "invalid_filter", "exchange: the message id is required");
+    }
+    let Some(conf) = state.conf.borrow().clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_configuration",
+            "this node has no global configuration yet",
+        );
+    };
+    let state = state.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let store = state.log.log().store().clone();
+        let side = bundle::Side {
+            store: store.as_ref(),
+            conf: &conf.bytes,
+            node_certificate: Some(state.keys.tls.chain[0].der()),
+        };
+        bundle::build(&[side], &[exchange])
+    })
+    .await;
+    match built {
+        Ok(Ok(bytes)) => Answer {
+            status: StatusCode::OK,
+            content_type: bundle::CONTENT_TYPE,
+            body: bytes,
+            headers: Vec::new(),
+            error: None,
+        },
+        Ok(Err(e)) => {
+            let status = if e.is_not_found() { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
+            error(status, e.code(), e.to_string())
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the bundle could not be built"),
     }
 }

@@ -106,6 +106,32 @@ pub enum BuildError {
     NoCertificate { node: String, fingerprint: String },
     #[error("node {node} is given twice")]
     DuplicateSide { node: String },
+    #[error("the bundles cannot be merged: {0}")]
+    Merge(String),
+}
+
+impl BuildError {
+    /// A stable code for APIs: what is missing (`not_found`), what is not proven yet
+    /// (`not_witnessed`), or a log that needs checking (`log_damaged`), a caller's mistake
+    /// (`invalid_request`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoRecords { .. } | Self::NoSuchExchange { .. } | Self::Pruned { .. } => "not_found",
+            Self::NotWitnessed { .. } => "not_witnessed",
+            Self::Log { .. }
+            | Self::Undecodable { .. }
+            | Self::Truncated { .. }
+            | Self::BadCheckpoint { .. }
+            | Self::NoCertificate { .. } => "log_damaged",
+            Self::NoSides | Self::NoExchanges | Self::DuplicateSide { .. } | Self::Merge(_) => {
+                "invalid_request"
+            }
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == "not_found"
+    }
 }
 
 fn list(exchanges: &[ExchangeRef]) -> String {
@@ -295,4 +321,45 @@ fn gather(
         });
     }
     Ok(Gathered { node, conf: side.conf.to_vec(), certificate, checkpoint: signed, records: out })
+}
+
+/// Merges bundles of the same exchanges built from different nodes' logs (each node builds its
+/// own side, e.g. over its audit API) into one bundle, as [`build`] over all the logs would
+/// have. Nothing is judged here either: [`super::verify`] checks the result.
+pub fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, BuildError> {
+    let mut decoded = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let b = pb::EvidenceBundle::decode(part.as_slice())
+            .map_err(|e| BuildError::Merge(format!("part {} does not decode: {e}", i + 1)))?;
+        decoded.push(b);
+    }
+    let Some(first) = decoded.first() else { return Err(BuildError::NoSides) };
+    let (format, exchanges) = (first.format.clone(), first.exchanges.clone());
+    let mut sides: BTreeMap<String, pb::EvidenceSide> = BTreeMap::new();
+    let mut global_confs: Vec<Vec<u8>> = Vec::new();
+    for (i, b) in decoded.into_iter().enumerate() {
+        if b.format != format || b.exchanges != exchanges {
+            return Err(BuildError::Merge(format!("part {} is about other exchanges", i + 1)));
+        }
+        for mut side in b.sides {
+            let conf = usize::try_from(side.global_conf)
+                .ok()
+                .and_then(|c| b.global_confs.get(c))
+                .ok_or_else(|| BuildError::Merge(format!("part {} names a missing configuration", i + 1)))?;
+            let index = match global_confs.iter().position(|c| c == conf) {
+                Some(i) => i,
+                None => {
+                    global_confs.push(conf.clone());
+                    global_confs.len() - 1
+                }
+            };
+            side.global_conf = u32::try_from(index).unwrap_or(u32::MAX);
+            if sides.contains_key(&side.node) {
+                return Err(BuildError::DuplicateSide { node: side.node });
+            }
+            sides.insert(side.node.clone(), side);
+        }
+    }
+    let bundle = pb::EvidenceBundle { format, exchanges, global_confs, sides: sides.into_values().collect() };
+    Ok(bundle.encode_to_vec())
 }

@@ -348,3 +348,37 @@ where
 {
     v.and_then(|v| v.into_domain("id").ok()).map(|d| d.to_string())
 }
+
+/// Decodes `%XX` and `+` in a query-string component; `None` if it is not valid UTF-8 after.
+pub fn decode_component(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::decode_component;
+
+    #[test]
+    fn query_components_decode() {
+        assert_eq!(decode_component("VN%2FGOV%2F000.00.00.G01").as_deref(), Some("VN/GOV/000.00.00.G01"));
+        assert_eq!(decode_component("a+b").as_deref(), Some("a b"));
+        assert_eq!(decode_component("%ZZ"), None);
+        assert_eq!(decode_component("%C3%28"), None);
+        assert_eq!(decode_component("%4"), None);
+    }
+}

@@ -1,0 +1,235 @@
+//! The central audit service (`lienthong audit serve`): it pulls metadata records and witnessed
+//! checkpoints from every node's audit API into a [`Collector`], and serves the auditors' JSON
+//! API (sharing report against the agreements, coverage, drill-down, evidence bundles fetched
+//! from both nodes and verified against the anchor), its OpenAPI description and the dashboard.
+//!
+//! The global configuration comes in on a watch channel from a configuration client (the node's
+//! `ConfClient`, wired by the CLI): this crate does not fetch it, and nothing here trusts a node
+//! the verified configuration does not register.
+
+mod api;
+mod pull;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_globalconf::{Anchor, VerifiedConf};
+use lienthong_pki::{Fingerprint, PrivateKey};
+use lienthong_types::NodeId;
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+
+use crate::collect::Collector;
+
+pub use pull::{PullError, PullReport};
+
+/// The OpenAPI description of the JSON API, served at [`OPENAPI_PATH`].
+pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// The dashboard page, served at `/`.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Where the service pulls one node from: its audit API (the node's HTTPS consumer listener).
+#[derive(Debug, Clone)]
+pub struct NodeSource {
+    pub node: NodeId,
+    /// `https://host:port` (no path).
+    pub url: String,
+}
+
+/// The client certificate the service presents to the nodes' audit APIs; each node lists it in
+/// its `[audit] certificates`.
+pub struct Credentials {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKey,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("chain", &self.chain.len()).finish_non_exhaustive()
+    }
+}
+
+/// Who may use the API: API keys (kept as SHA-256 digests) and client certificates presented
+/// over HTTPS, each with the auditor's name.
+#[derive(Debug, Clone, Default)]
+pub struct Auditors {
+    keys: Vec<([u8; 32], String)>,
+    certificates: HashMap<Fingerprint, String>,
+}
+
+impl Auditors {
+    /// Adds an API key by the hex SHA-256 of the key (what the configuration file holds).
+    pub fn add_key_digest(&mut self, name: &str, sha256_hex: &str) -> Result<(), String> {
+        let digest: [u8; 32] = hex::decode(sha256_hex.trim())
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| format!("api key {name:?}: sha256 must be 64 hex digits"))?;
+        self.keys.push((digest, name.to_owned()));
+        Ok(())
+    }
+
+    pub fn add_certificate(&mut self, name: &str, fingerprint: Fingerprint) {
+        self.certificates.insert(fingerprint, name.to_owned());
+    }
+
+    /// The hex SHA-256 of an API key: what to put in the configuration for it.
+    pub fn key_digest(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
+    fn by_key(&self, key: &str) -> Option<&str> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        // Compared as digests, every entry, so timing says nothing about a near miss.
+        let mut found = None;
+        for (d, name) in &self.keys {
+            let same = d.iter().zip(digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            if same {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+
+    fn by_certificate(&self, fp: &Fingerprint) -> Option<&str> {
+        self.certificates.get(fp).map(String::as_str)
+    }
+}
+
+/// Everything the service needs, set up by the caller.
+pub struct ServiceSetup {
+    pub collector: Collector,
+    pub conf: watch::Receiver<Option<Arc<VerifiedConf>>>,
+    /// Trust for evidence bundles and, with the configuration's keys, for co-signatures.
+    pub anchor: Anchor,
+    pub nodes: Vec<NodeSource>,
+    pub credentials: Credentials,
+    pub auditors: Auditors,
+    /// Time allowed for one request to a node.
+    pub node_timeout: Duration,
+}
+
+impl std::fmt::Debug for ServiceSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSetup").field("nodes", &self.nodes).finish_non_exhaustive()
+    }
+}
+
+/// The running service's shared state.
+pub struct AuditService {
+    collector: Arc<Collector>,
+    conf: watch::Receiver<Option<Arc<VerifiedConf>>>,
+    anchor: Anchor,
+    nodes: Vec<NodeSource>,
+    credentials: Credentials,
+    auditors: Auditors,
+    node_timeout: Duration,
+    /// One pull round at a time: rounds from the timer and from the API never interleave.
+    pulling: Mutex<HashMap<String, PullStatus>>,
+}
+
+/// The last pull of one node, for coverage.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PullStatus {
+    /// RFC 3339 time of the last attempt.
+    pub last_attempt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// Why the last attempt failed; absent when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl std::fmt::Debug for AuditService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditService").field("nodes", &self.nodes).finish_non_exhaustive()
+    }
+}
+
+impl AuditService {
+    pub fn new(setup: ServiceSetup) -> Arc<Self> {
+        Arc::new(Self {
+            collector: Arc::new(setup.collector),
+            conf: setup.conf,
+            anchor: setup.anchor,
+            nodes: setup.nodes,
+            credentials: setup.credentials,
+            auditors: setup.auditors,
+            node_timeout: setup.node_timeout,
+            pulling: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn collector(&self) -> &Collector {
+        &self.collector
+    }
+
+    fn conf(&self) -> Option<Arc<VerifiedConf>> {
+        self.conf.borrow().clone()
+    }
+}
+
+/// A running service: its address and what stops it.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl ServiceHandle {
+    /// Serves the API on `listener` (HTTPS when `tls` is given, which lets auditors log in with a
+    /// certificate) and pulls every node each `pull_every` (never, when zero: the caller pulls).
+    pub fn start(
+        service: Arc<AuditService>,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        pull_every: Duration,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(api::accept_loop(service.clone(), listener, tls, stopped.clone()));
+        if !pull_every.is_zero() {
+            let mut stopped = stopped;
+            tasks.spawn(async move {
+                loop {
+                    for report in service.pull_all().await {
+                        if let Err(e) = report.outcome {
+                            tracing::warn!(node = %report.node, error = %e, "pulling a node failed");
+                        }
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pull_every) => {}
+                        () = until_stopped(&mut stopped) => break,
+                    }
+                }
+            });
+        }
+        Ok(Self { addr, stop, tasks })
+    }
+
+    /// Stops accepting, lets requests in flight finish (bounded) and waits for the tasks.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+}
+
+/// Resolves once `stopped` is set (or its sender is gone).
+pub(crate) async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    while !*stopped.borrow_and_update() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
+}
