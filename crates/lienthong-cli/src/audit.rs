@@ -1,6 +1,7 @@
 //! `lienthong audit ...`: evidence for auditors. `bundle` gathers the proof of an exchange from
 //! the logs of the nodes that took part into one file; `verify` checks such a file offline with
-//! nothing but the instance's anchor. The format is in `docs/audit-evidence.md`.
+//! nothing but the instance's anchor. The format is in `docs/audit-evidence.md`. The central
+//! service (`init`, `serve`, `api-key`) is in `audit_serve.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,15 @@ pub(crate) enum AuditCommand {
     /// direction or role, with inclusion proofs against the newest witnessed checkpoint, as
     /// JSON, NDJSON or CSV. Never bodies.
     Query(crate::audit_query::QueryArgs),
+    /// Set up the central audit service: make the client certificate it presents to the nodes'
+    /// audit APIs (each node lists it in its `[audit] certificates`).
+    Init(crate::audit_serve::InitArgs),
+    /// Run the central audit service: pull every listed node (metadata records and witnessed
+    /// checkpoints, verified as they come), serve the dashboard, the JSON API and its OpenAPI
+    /// description. Stops on Ctrl-C or SIGTERM.
+    Serve(crate::audit_serve::ServeArgs),
+    /// Make an auditor's API key; prints the key once and the line audit.toml needs.
+    ApiKey(crate::audit_serve::ApiKeyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +80,13 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
         AuditCommand::Bundle(args) => make_bundle(&args),
         AuditCommand::Verify(args) => verify(&args),
         AuditCommand::Query(args) => crate::audit_query::run_query(args),
+        AuditCommand::Init(args) => crate::audit_serve::init(&args),
+        AuditCommand::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(crate::audit_serve::serve(args)),
+        AuditCommand::ApiKey(args) => crate::audit_serve::api_key(&args),
     }
 }
 

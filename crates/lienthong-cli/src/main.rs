@@ -5,6 +5,7 @@
 
 mod audit;
 mod audit_query;
+mod audit_serve;
 mod demo;
 mod files;
 mod log;
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Evidence for auditors: bundle an exchange's proof from the nodes' logs, verify it offline.
+    /// Audit: query a node's log, bundle an exchange's proof and verify it offline, and run the
+    /// central audit service (collection from every node, sharing report, dashboard).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Walk through an instance's PKI on this machine: CA, node and member certificates,

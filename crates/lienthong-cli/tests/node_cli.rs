@@ -2,7 +2,9 @@
 //! each run by the real `lienthong` binary, set up with `node init` (one request approved by the
 //! operator with `registry requests approve`), a service published with `node publish`, a grant
 //! recorded with `registry grant add`, and plain `curl` calling the service over X-Road REST r1.
-//! Afterwards both nodes' message logs verify offline with `lienthong log verify`.
+//! The central audit service (`audit api-key`, `audit init`, `audit serve`) pulls both nodes and
+//! reports the exchange. Afterwards both nodes' message logs verify offline with `lienthong log
+//! verify`.
 //!
 //! Everything listens on loopback; every child process is stopped when the test ends, however it
 //! ends; every wait is bounded.
@@ -302,17 +304,63 @@ fn set_up_node(d: &Path, api: &str, dir: &str, node: &str, subsystem: &str, port
     assert!(second.contains(&format!("node {node} is set up")), "{second}");
 }
 
-fn node_config(dir: &str, port: u16, services: &str) -> String {
+/// A node with r1 over HTTP, and over HTTPS on `https` for the audit service's pulls.
+fn node_config(dir: &str, port: u16, https: u16, services: &str) -> String {
     format!(
         r#"data_dir = "{dir}"
 [consumer]
 http = "127.0.0.1:0"
+https = "127.0.0.1:{https}"
 [peer]
 listen = "127.0.0.1:{port}"
 [log]
 checkpoint_interval_secs = 1
+[audit]
+certificates = ["audit/collector.pem"]
 {services}"#
     )
+}
+
+/// The central audit service over the two nodes, with one auditor's API key; returns the key.
+fn set_up_audit(d: &Path, nodes: &[(&str, u16)]) -> String {
+    let mut config =
+        String::from("data_dir = \"audit\"\nanchor = \"registry/anchor.json\"\nlisten = \"127.0.0.1:0\"\n");
+    for (node, https) in nodes {
+        config.push_str(&format!("[[nodes]]\nid = \"{node}\"\nurl = \"https://127.0.0.1:{https}\"\n"));
+    }
+    let made = ok(d, &["audit", "api-key", "--name", "Kiểm toán nhà nước"]);
+    let key = made.lines().nth(1).map(str::trim).unwrap_or_default().to_owned();
+    let snippet = made.split_once("add to audit.toml:\n").map(|(_, s)| s.to_owned()).unwrap_or_default();
+    assert!(key.len() >= 40 && snippet.contains("api_key_sha256"), "{made}");
+    config.push_str(&snippet);
+    std::fs::write(d.join("audit.toml"), config).unwrap();
+    let init = ok(d, &["audit", "init", "--config", "audit.toml", "--no-passphrase"]);
+    assert!(init.contains("collector.pem"), "{init}");
+    key
+}
+
+/// Pulls until both nodes reported the exchange (their first witnessed checkpoint may still be
+/// on its way), at most 20 s; returns the sharing report.
+fn pull_until_collected(api: &str, key: &str) -> serde_json::Value {
+    let auth = format!("Authorization: Bearer {key}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pulled = curl(&["-X", "POST", "-H", &auth, &format!("{api}/pull")]);
+        assert_eq!(pulled.status, 200, "{pulled:#?}");
+        let report = curl(&["-H", &auth, &format!("{api}/sharing")]);
+        assert_eq!(report.status, 200, "{report:#?}");
+        let report: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+        let calls = report["pairs"].get(0).map(|p| p["calls"].clone());
+        let coverage = curl(&["-H", &auth, &format!("{api}/coverage")]);
+        let both = serde_json::from_str::<serde_json::Value>(&coverage.body).unwrap()["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|n| n["reported"] == true).count() == 2);
+        if both && calls == Some(serde_json::json!(1)) {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "not collected in time: {pulled:#?}\n{report:#}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Calls through the consumer node, again while the nodes still run on a configuration that
@@ -393,8 +441,11 @@ fn curl_calls_a_service_through_two_nodes_run_from_the_command_line() {
 
     // Both nodes running.
     let service_section = format!("[[service]]\nid = \"{SERVICE}\"\nurl = \"{backend_url}\"\n");
-    std::fs::write(d.join("prov.toml"), node_config("prov", prov_port, &service_section)).unwrap();
-    std::fs::write(d.join("cons.toml"), node_config("cons", cons_port, "")).unwrap();
+    let (prov_https, cons_https) = (free_port(), free_port());
+    let audit_key = set_up_audit(d, &[(PROV_NODE, prov_https), (CONS_NODE, cons_https)]);
+    std::fs::write(d.join("prov.toml"), node_config("prov", prov_port, prov_https, &service_section))
+        .unwrap();
+    std::fs::write(d.join("cons.toml"), node_config("cons", cons_port, cons_https, "")).unwrap();
     let mut prov =
         Daemon::start("provider node", d, &["node", "serve", "--config", "prov.toml"], &activity_tx);
     prov.line_after("peers: ");
@@ -424,6 +475,28 @@ fn curl_calls_a_service_through_two_nodes_run_from_the_command_line() {
     assert!(bad.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{bad:#?}");
     let json: serde_json::Value = serde_json::from_str(&bad.body).unwrap_or_else(|e| panic!("{e}: {bad:#?}"));
     assert!(json.is_object(), "{json}");
+
+    // The central audit service pulls both nodes and reports the one exchange, against its grant.
+    let mut audit =
+        Daemon::start("audit service", d, &["audit", "serve", "--config", "audit.toml"], &activity_tx);
+    let audit_api = audit.line_after("audit API: ");
+    let audit_api = audit_api.split_whitespace().next().unwrap().trim_end_matches('/').to_owned();
+    let refused = curl(&[&format!("{audit_api}/sharing")]);
+    assert_eq!(refused.status, 401, "{refused:#?}");
+    let report = pull_until_collected(&audit_api, &audit_key);
+    let pair = &report["pairs"][0];
+    assert_eq!(
+        (pair["consumer"].as_str(), pair["service"].as_str()),
+        (Some(CONG_DVC), Some(SERVICE)),
+        "{report:#}"
+    );
+    assert_eq!(pair["successes"], 1, "{report:#}");
+    assert_eq!(report["grants"][0]["used"], 1, "{report:#}");
+    assert!(
+        audit.terminate(Duration::from_secs(20)),
+        "the audit service did not stop cleanly:\n{}",
+        audit.log()
+    );
 
     // A clean stop on SIGTERM, then both logs verify offline and hold the exchange.
     assert!(

@@ -9,10 +9,11 @@
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
+use crate::key::PrivateKey;
 use crate::tls::{TlsIdentity, crypto_provider, handshake_signatures};
 
 #[derive(Debug)]
@@ -49,9 +50,25 @@ impl ClientCertVerifier for AnyClientCertificate {
 /// The consumer side's HTTPS server config: `own` as server certificate, client certificates
 /// optional and pinned by the caller. ALPN offers HTTP/2 and HTTP/1.1.
 pub fn consumer_server_config(own: &TlsIdentity) -> Result<ServerConfig, rustls::Error> {
+    let (chain, key) = own.parts();
+    server_config_with(chain, key)
+}
+
+/// [`consumer_server_config`] with any server certificate chain (leaf first), e.g. one from an
+/// organisation's own CA for a web-facing service such as the audit dashboard.
+pub fn server_config_for_chain(
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKey,
+) -> Result<ServerConfig, rustls::Error> {
+    server_config_with(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec())))
+}
+
+fn server_config_with(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, rustls::Error> {
     let provider = crypto_provider();
     let algorithms = provider.signature_verification_algorithms;
-    let (chain, key) = own.parts();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(Arc::new(AnyClientCertificate { algorithms }))

@@ -8,6 +8,7 @@
 //! the verified configuration does not register.
 
 mod api;
+pub mod config;
 mod pull;
 
 use std::collections::HashMap;

@@ -1,0 +1,182 @@
+//! `lienthong audit init | serve | api-key`: the central audit service. `init` makes the client
+//! certificate the service presents to the nodes' audit APIs; `serve` keeps the instance's
+//! global configuration current, pulls every listed node and serves the dashboard and the JSON
+//! API; `api-key` makes an auditor's key and prints the line `audit.toml` needs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use clap::Args;
+use lienthong_audit::collect::Collector;
+use lienthong_audit::service::config::AuditConfig;
+use lienthong_audit::service::{
+    AuditService, Auditors, Credentials, NodeSource, ServiceHandle, ServiceSetup,
+};
+use lienthong_globalconf::Anchor;
+use lienthong_node::{ConfClient, ConfClientConfig};
+use lienthong_pki::Fingerprint;
+use lienthong_pki::consumer_tls::server_config_for_chain;
+use lienthong_pki::is_client_tls::self_signed_client;
+use rustls::pki_types::CertificateDer;
+
+use crate::files::{self, NewKeyProtection, Passphrase};
+use crate::registry::{init_tracing, shutdown_signal};
+
+/// The service's client credential, in its data directory.
+const CERT_FILE: &str = "collector.pem";
+const KEY_FILE: &str = "collector.key";
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// The service's configuration file (see config/audit.toml).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    protection: NewKeyProtection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The service's configuration file (see config/audit.toml).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    passphrase: Passphrase,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApiKeyArgs {
+    /// The auditor's name, as the service's log will show it.
+    #[arg(long)]
+    name: String,
+}
+
+pub(crate) fn init(a: &InitArgs) -> Result<()> {
+    let config = AuditConfig::load(&a.config)?;
+    // Asked before anything is written: a missing passphrase leaves nothing half made.
+    a.protection.read()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let (cert, key) = (config.data_dir.join(CERT_FILE), config.data_dir.join(KEY_FILE));
+    if cert.exists() || key.exists() {
+        bail!(
+            "{} already holds a credential ({CERT_FILE}, {KEY_FILE}); nothing was changed",
+            config.data_dir.display()
+        );
+    }
+    let (_, pem, private) =
+        self_signed_client("lienthong-audit-collector").context("making the certificate")?;
+    files::write_key(&key, &private, &a.protection)?;
+    files::write_new(&cert, pem.as_bytes(), false)?;
+    println!("wrote the audit service's client certificate {} and key {}", cert.display(), key.display());
+    println!(
+        "list the certificate in every node's node.toml: [audit] certificates = [\"{}\"]",
+        cert.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn api_key(a: &ApiKeyArgs) -> Result<()> {
+    if a.name.trim().is_empty() {
+        bail!("--name must not be empty");
+    }
+    let mut raw = [0u8; 32];
+    getrandom(&mut raw)?;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    println!("API key for {} (shown once; give it to the auditor):\n  {key}", a.name);
+    println!(
+        "add to audit.toml:\n[[auditors]]\nname = {:?}\napi_key_sha256 = \"{}\"",
+        a.name,
+        Auditors::key_digest(&key)
+    );
+    Ok(())
+}
+
+/// Random bytes from the operating system (the key never depends on a seeded generator).
+fn getrandom(out: &mut [u8]) -> Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(out))
+        .context("reading random bytes from /dev/urandom")
+}
+
+/// The certificates of a PEM file, leaf first: any X.509 certificate (these are pinned by
+/// fingerprint or chain to an ordinary CA, not to the instance).
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading certificate file {}", path.display()))?;
+    lienthong_node::backend::roots_from_pem(&pem)
+        .with_context(|| format!("certificate file {}: no PEM certificate", path.display()))
+}
+
+fn read_anchor(path: &Path) -> Result<Anchor> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading anchor file {}", path.display()))?;
+    Anchor::from_json(&text).with_context(|| format!("anchor file {}", path.display()))
+}
+
+pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
+    init_tracing();
+    // Everything is read and checked before anything binds.
+    let config = AuditConfig::load(&a.config)?;
+    let anchor = read_anchor(&config.anchor)?;
+    let (cert, key) = (config.data_dir.join(CERT_FILE), config.data_dir.join(KEY_FILE));
+    if !cert.exists() {
+        bail!(
+            "{} has no client credential; run `lienthong audit init --config {}` first",
+            config.data_dir.display(),
+            a.config.display()
+        );
+    }
+    let credentials = Credentials { chain: read_chain(&cert)?, key: files::read_key(&key, &a.passphrase)? };
+    let mut auditors = Auditors::default();
+    for au in &config.auditors {
+        if let Some(h) = &au.api_key_sha256 {
+            auditors.add_key_digest(&au.name, h).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(path) = &au.certificate {
+            auditors.add_certificate(&au.name, Fingerprint::of(&read_chain(path)?[0]));
+        }
+    }
+    if config.auditors.is_empty() {
+        eprintln!("warning: no [[auditors]] in {}: nobody can use the API", a.config.display());
+    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => {
+            let server = server_config_for_chain(read_chain(c)?, &files::read_key(k, &a.passphrase)?)
+                .context("the service's TLS certificate and key")?;
+            Some(Arc::new(server))
+        }
+        _ => None,
+    };
+    let collector = Collector::open(&config.data_dir.join("collector.redb"))
+        .with_context(|| format!("opening the collector's store in {}", config.data_dir.display()))?;
+
+    let conf_client = ConfClient::start(ConfClientConfig::new(anchor.clone(), config.data_dir.join("conf")))
+        .context("starting the configuration client")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let nodes = config.nodes.iter().map(|n| NodeSource { node: n.id.clone(), url: n.url.clone() }).collect();
+    let service = AuditService::new(ServiceSetup {
+        collector,
+        conf: conf_client.subscribe(),
+        anchor,
+        nodes,
+        credentials,
+        auditors,
+        node_timeout: Duration::from_secs(config.node_timeout_secs),
+    });
+    let https = tls.is_some();
+    let handle = ServiceHandle::start(service, listener, tls, Duration::from_secs(config.pull_interval_secs))
+        .context("starting the service")?;
+    let scheme = if https { "https" } else { "http" };
+    println!("audit dashboard: {scheme}://{}/", handle.addr);
+    println!("audit API: {scheme}://{}/api/v1/ (OpenAPI at /api/v1/openapi.json)", handle.addr);
+    shutdown_signal().await;
+    handle.shutdown().await;
+    conf_client.shutdown().await;
+    Ok(())
+}
