@@ -128,6 +128,46 @@ async fn auditors_query_the_log_with_proofs_and_every_query_is_recorded() {
         assert!(v["code"].as_str().unwrap().starts_with("invalid_"), "{bad}: {v}");
     }
 
+    // A collector's pull: the witnessed checkpoint, its node certificate and proven records.
+    let resp = get(&t, addr, Some(&auditor), "/audit/v1/collect?from=1&limit=2").await;
+    assert_eq!(resp.status(), 200, "{}", String::from_utf8_lossy(resp.body()));
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    let batch = lienthong_proto::audit::v1::CollectBatch::decode(resp.body().as_ref()).unwrap();
+    let pulled = Checkpoint::decode(batch.checkpoint.as_ref().unwrap()).unwrap();
+    assert_eq!((batch.records.len(), batch.next), (2, 3));
+    assert_eq!(
+        lienthong_pki::Fingerprint::of(&batch.node_certificate),
+        t.nodes[0].home.open(None).unwrap().tls.chain[0].fingerprint()
+    );
+    for r in &batch.records {
+        let proof = r.proof.as_ref().unwrap();
+        let hashes: Vec<merkle::Hash> =
+            proof.hashes.iter().map(|h| h.as_slice().try_into().unwrap()).collect();
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(&r.record),
+            r.leaf_index,
+            pulled.size,
+            &hashes,
+            &pulled.root,
+        )
+        .expect("a pulled record is proven");
+    }
+    for bad in ["limit=0", "limit=100000", "from=first", "colour=red"] {
+        let resp = get(&t, addr, Some(&auditor), &format!("/audit/v1/collect?{bad}")).await;
+        assert_eq!(resp.status(), 400, "{bad}: {}", String::from_utf8_lossy(resp.body()));
+    }
+    // This node's side of an exchange's evidence; an unknown exchange is not found.
+    let message_id = t.records(0)[0].message_id.clone();
+    let resp = get(&t, addr, Some(&auditor), &format!("/audit/v1/evidence?exchange={message_id}")).await;
+    assert_eq!(resp.status(), 200, "{}", String::from_utf8_lossy(resp.body()));
+    let report =
+        lienthong_audit::bundle::verify(resp.body(), &t.registry.anchor()).expect("one side verifies");
+    assert_eq!(report.sides.len(), 1);
+    let resp = get(&t, addr, Some(&auditor), "/audit/v1/evidence?exchange=no-such-exchange").await;
+    assert_eq!(resp.status(), 404, "{}", String::from_utf8_lossy(resp.body()));
+    let resp = get(&t, addr, Some(&auditor), "/audit/v1/evidence").await;
+    assert_eq!(resp.status(), 400, "{}", String::from_utf8_lossy(resp.body()));
+
     // Every audit call is in the log, with the auditor's fingerprint and what was asked.
     let audits: Vec<_> = t.records(0).into_iter().filter(|r| r.user_id.starts_with("auditor:")).collect();
     assert!(audits.iter().any(|r| r.path.contains("status=denied") && r.fault.is_none()));

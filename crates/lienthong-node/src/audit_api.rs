@@ -37,6 +37,9 @@ const DEFAULT_LIMIT: usize = 100;
 /// Records per collector pull when the collector does not say; and the most it may ask for.
 const COLLECT_DEFAULT: u64 = 1_000;
 const COLLECT_MAX: u64 = 10_000;
+/// A pull's records stop growing past this many bytes (records keep bodies up to the log's
+/// limit), so an answer stays well under what a collector accepts.
+const COLLECT_MAX_BYTES: usize = 16 << 20;
 
 /// An answer before it is recorded: status, content type, body, extra headers, and the error
 /// code when it is a refusal.
@@ -347,10 +350,16 @@ async fn collect(state: &Arc<NodeState>, query: &str) -> Answer {
         } else {
             None
         };
-        let end = from.saturating_add(limit).min(c.size);
+        let mut end = from.saturating_add(limit).min(c.size);
         let mut records = Vec::new();
+        let mut bytes = 0;
         for index in from..end {
+            if bytes >= COLLECT_MAX_BYTES {
+                end = index;
+                break;
+            }
             let Some(record) = log.store().record(index)? else { continue };
+            bytes += record.len();
             let hashes = log.inclusion_proof(index, c.size)?;
             records.push(audit_pb::ProvenRecord {
                 leaf_index: index,
