@@ -5,6 +5,8 @@
 //! complete, an evidence bundle fetched from both nodes must verify offline and fail after a
 //! one-byte change, and a node that presents a rewritten history is refused and named.
 
+#![allow(clippy::print_stderr)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -403,6 +405,104 @@ async fn a_node_that_rewrites_its_history_is_detected_and_nothing_of_it_is_kept(
         .find(|n| n["node"] == t.nodes[liar].id.to_string())
         .unwrap()["last_pull"];
     assert!(liar_status["error"].as_str().unwrap().contains("forked"), "{liar_status}");
+    within(audit.handle.shutdown()).await;
+    within(t.shutdown()).await;
+}
+
+/// The dashboard in headless Chromium: log in with the API key, the heat map shows the pairs
+/// with their counts, the graph and the unused grant; a cell drills down to its exchanges and
+/// one click fetches and verifies an exchange's evidence. Skipped (with a note) where Chromium
+/// is not installed, unless `LIENTHONG_REQUIRE_BROWSER` is set, as `.ci/run` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_pairs_and_verifies_a_bundle_in_a_browser() {
+    use lienthong_testkit::browser::Browser;
+    let Some(browser) = Browser::start().await.expect("the browser starts") else {
+        eprintln!("skipped: no chromium/chromedriver (set LIENTHONG_REQUIRE_BROWSER=1 to require them)");
+        return;
+    };
+    let (t, chain, key) = topology_with_traffic().await;
+    let audit = start(setup(&t, &t.dir.path().join("audit.redb"), chain, key)).await;
+    let (_, pulled) = api(&audit, "POST", "/api/v1/pull", Some(KEY)).await;
+    pulled_cleanly(&pulled);
+    let wait = Duration::from_secs(20);
+    let fail = |e: String| -> ! { panic!("{e}") };
+
+    browser.goto(&format!("http://{}/", audit.addr)).await.unwrap_or_else(|e| fail(e));
+    let login = browser.wait_for("#api-key", wait).await.unwrap_or_else(|e| fail(e));
+    login.send_keys("not-the-key").await.unwrap();
+    browser.find("#login-button").await.unwrap().click().await.unwrap();
+    let refused = browser
+        .wait_until(
+            "const e = document.querySelector('#login-error'); return e && e.textContent;",
+            vec![],
+            wait,
+        )
+        .await
+        .unwrap_or_else(|e| fail(e));
+    assert!(refused.as_str().unwrap().contains("unauthorized"), "{refused}");
+    let login = browser.find("#api-key").await.unwrap();
+    login.clear().await.unwrap();
+    login.send_keys(KEY).await.unwrap();
+    browser.find("#login-button").await.unwrap().click().await.unwrap();
+    browser.wait_for("#dashboard[data-state=ready]", wait).await.unwrap_or_else(|e| fail(e));
+    assert_eq!(browser.find("#auditor").await.unwrap().text().await.unwrap(), "kiem-toan");
+
+    // The heat map: the granted pair with every call, the denied pair; the counters agree.
+    let cell = |svc: &str| format!("#matrix td.cell[data-consumer='{CONG_DVC}'][data-service='{svc}']");
+    let granted = browser.find(&cell(CONG_DAN)).await.unwrap_or_else(|e| fail(e));
+    assert_eq!(granted.attribute("data-calls").await.unwrap().as_deref(), Some("7"));
+    let denied = browser.find(&cell(HO_TICH)).await.unwrap_or_else(|e| fail(e));
+    assert_eq!(denied.attribute("data-calls").await.unwrap().as_deref(), Some("3"));
+    assert_eq!(browser.find_all("#matrix td.cell").await.unwrap().len(), 2);
+    let value = |id: &'static str| {
+        let browser = &browser;
+        async move { browser.find(id).await.unwrap().attribute("data-value").await.unwrap() }
+    };
+    assert_eq!(value("#count-calls").await.as_deref(), Some("10"));
+    assert_eq!(value("#count-denials").await.as_deref(), Some("3"));
+    assert_eq!(value("#count-unused-grants").await.as_deref(), Some("1"));
+    assert_eq!(browser.find_all("#grants .unused-grant").await.unwrap().len(), 1);
+    assert_eq!(browser.find_all("#denied tr.denied-pair").await.unwrap().len(), 1);
+    let edges =
+        browser.find_all(&format!("#graph path.edge[data-from='{VPCP}'][data-to='{BCA}']")).await.unwrap();
+    assert!(!edges.is_empty(), "the graph links the Government Office to the ministry");
+    assert_eq!(browser.find_all("#coverage tr.coverage-node").await.unwrap().len(), 3);
+
+    // Drill down to the pair's exchanges and verify one's evidence bundle.
+    browser.find(&cell(CONG_DAN)).await.unwrap().click().await.unwrap();
+    let row = browser.wait_for("#pair-detail tr.exchange", wait).await.unwrap_or_else(|e| fail(e));
+    let message_id = row.attribute("data-message-id").await.unwrap().unwrap();
+    assert!(message_id.starts_with("central-"), "{message_id}");
+    assert_eq!(browser.find_all("#pair-detail tr.exchange").await.unwrap().len(), 7);
+    row.find("button.verify").await.unwrap().click().await.unwrap();
+    let status = browser.wait_for("#evidence-status[data-valid]", wait).await.unwrap_or_else(|e| fail(e));
+    assert_eq!(status.attribute("data-valid").await.unwrap().as_deref(), Some("true"));
+    assert_eq!(status.text().await.unwrap(), "Hợp lệ");
+    assert!(browser.find_all("#evidence tr.check.failed").await.unwrap().is_empty());
+
+    // For a look at the page: LIENTHONG_DASHBOARD_SCREENSHOT=FILE.png keeps a picture of it.
+    if let Some(path) = std::env::var_os("LIENTHONG_DASHBOARD_SCREENSHOT") {
+        browser.set_window_size(1280, 2400).await.unwrap();
+        browser.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+        std::fs::write(path, browser.screenshot().await.unwrap()).unwrap();
+    }
+
+    // English labels on request; no script errors on the way (failed requests such as the
+    // refused login are logged by Chromium as network entries, not script errors).
+    browser.find("#lang").await.unwrap().click().await.unwrap();
+    browser
+        .wait_until("return document.body.innerText.includes('Verify evidence');", vec![], wait)
+        .await
+        .unwrap_or_else(|e| fail(e));
+    let errors: Vec<_> = browser
+        .browser_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    browser.quit().await;
     within(audit.handle.shutdown()).await;
     within(t.shutdown()).await;
 }

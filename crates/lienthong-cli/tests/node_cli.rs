@@ -340,8 +340,9 @@ fn set_up_audit(d: &Path, nodes: &[(&str, u16)]) -> String {
 }
 
 /// Pulls until both nodes reported the exchange (their first witnessed checkpoint may still be
-/// on its way), at most 20 s; returns the sharing report.
-fn pull_until_collected(api: &str, key: &str) -> serde_json::Value {
+/// on its way): after each try it waits for the next line any process logs (a checkpoint round
+/// is logged), at most 250 ms, and for 20 s in all; returns the sharing report.
+fn pull_until_collected(api: &str, key: &str, activity: &mpsc::Receiver<()>) -> serde_json::Value {
     let auth = format!("Authorization: Bearer {key}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -359,7 +360,7 @@ fn pull_until_collected(api: &str, key: &str) -> serde_json::Value {
             return report;
         }
         assert!(Instant::now() < deadline, "not collected in time: {pulled:#?}\n{report:#}");
-        std::thread::sleep(Duration::from_millis(250));
+        let _ = activity.recv_timeout(Duration::from_millis(250));
     }
 }
 
@@ -483,7 +484,7 @@ fn curl_calls_a_service_through_two_nodes_run_from_the_command_line() {
     let audit_api = audit_api.split_whitespace().next().unwrap().trim_end_matches('/').to_owned();
     let refused = curl(&[&format!("{audit_api}/sharing")]);
     assert_eq!(refused.status, 401, "{refused:#?}");
-    let report = pull_until_collected(&audit_api, &audit_key);
+    let report = pull_until_collected(&audit_api, &audit_key, &activity);
     let pair = &report["pairs"][0];
     assert_eq!(
         (pair["consumer"].as_str(), pair["service"].as_str()),

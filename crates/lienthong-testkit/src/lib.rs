@@ -4,6 +4,7 @@
 //! with a clock the test can move.
 
 mod backend;
+pub mod browser;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

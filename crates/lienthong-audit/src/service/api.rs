@@ -180,7 +180,7 @@ async fn handle(service: &AuditService, req: Request<Incoming>, cert: Option<Fin
     tracing::info!(%auditor, %path, %query, "audit API call");
     let params = match Params::parse(&query) {
         Ok(p) => p,
-        Err(answer) => return answer,
+        Err(e) => return e.into(),
     };
     match (path.as_str(), method) {
         ("/api/v1/whoami", Method::GET) => ok_json(&json!({ "auditor": auditor })),
@@ -202,7 +202,7 @@ async fn handle(service: &AuditService, req: Request<Incoming>, cert: Option<Fin
 struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(query: &str) -> Result<Self, Answer> {
+    fn parse(query: &str) -> Result<Self, Invalid> {
         let mut out = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
@@ -215,7 +215,7 @@ impl Params {
     }
 
     /// Refuses names other than `known`.
-    fn only(&self, known: &[&str]) -> Result<(), Answer> {
+    fn only(&self, known: &[&str]) -> Result<(), Invalid> {
         match self.0.iter().find(|(n, _)| !known.contains(&n.as_str())) {
             Some((n, _)) => {
                 Err(invalid(n, &format!("unknown parameter; this resource takes {}", known.join(", "))))
@@ -229,7 +229,7 @@ impl Params {
     }
 
     /// `[from, until)` in Unix ms: the last 30 days by default.
-    fn period(&self) -> Result<(i64, i64), Answer> {
+    fn period(&self) -> Result<(i64, i64), Invalid> {
         let now = to_millis(SystemTime::now());
         let until = match self.get("until") {
             Some(v) => parse_time("until", v).map_err(|e| invalid("until", &reason(&e)))?,
@@ -252,12 +252,21 @@ fn reason(e: &crate::query::QueryError) -> String {
     text.splitn(3, ": ").nth(2).map_or(text.clone(), str::to_owned)
 }
 
-fn invalid(name: &str, why: &str) -> Answer {
+/// A malformed parameter: answered 400 `invalid_filter`, naming the parameter.
+struct Invalid(String);
+
+fn invalid(name: &str, why: &str) -> Invalid {
     let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
-    error(StatusCode::BAD_REQUEST, "invalid_filter", format!("{name}: {why}"))
+    Invalid(format!("{name}: {why}"))
 }
 
-fn id_param<T: std::str::FromStr>(params: &Params, name: &str) -> Result<Option<String>, Answer>
+impl From<Invalid> for Answer {
+    fn from(e: Invalid) -> Self {
+        error(StatusCode::BAD_REQUEST, "invalid_filter", e.0)
+    }
+}
+
+fn id_param<T: std::str::FromStr>(params: &Params, name: &str) -> Result<Option<String>, Invalid>
 where
     T::Err: std::fmt::Display,
 {
@@ -272,20 +281,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn sharing(service: &AuditService, params: &Params) -> Answer {
-    if let Err(a) = params.only(&["from", "until", "member", "service"]) {
-        return a;
+    if let Err(e) = params.only(&["from", "until", "member", "service"]) {
+        return e.into();
     }
     let period = match params.period() {
         Ok(p) => p,
-        Err(a) => return a,
+        Err(e) => return e.into(),
     };
     let member = match id_param::<lienthong_types::MemberId>(params, "member") {
         Ok(m) => m,
-        Err(a) => return a,
+        Err(e) => return e.into(),
     };
     let svc = match id_param::<lienthong_types::ServiceId>(params, "service") {
         Ok(s) => s,
-        Err(a) => return a,
+        Err(e) => return e.into(),
     };
     let Some(conf) = service.conf() else {
         return error(
@@ -408,33 +417,33 @@ where
 }
 
 async fn exchanges(service: &AuditService, params: &Params) -> Answer {
-    if let Err(a) = params.only(&["message_id", "client", "from", "until", "limit"]) {
-        return a;
+    if let Err(e) = params.only(&["message_id", "client", "from", "until", "limit"]) {
+        return e.into();
     }
     let limit = match params.get("limit").map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n @ 1..=MAX_EXCHANGES)) => n,
-        Some(_) => return invalid("limit", &format!("must be a number from 1 to {MAX_EXCHANGES}")),
+        Some(_) => return invalid("limit", &format!("must be a number from 1 to {MAX_EXCHANGES}")).into(),
     };
     let collector = service.collector.clone();
     let found = if let Some(id) = params.get("message_id") {
         if id.len() > 1024 {
-            return invalid("message_id", "longer than 1024 bytes");
+            return invalid("message_id", "longer than 1024 bytes").into();
         }
         let id = id.to_owned();
         blocking(move || collector.by_exchange(&id)).await
     } else if let Some(client) = params.get("client") {
         let client: lienthong_types::ClientId = match client.parse() {
             Ok(c) => c,
-            Err(e) => return invalid("client", &format!("{e}")),
+            Err(e) => return invalid("client", &format!("{e}")).into(),
         };
         let period = match params.period() {
             Ok(p) => p,
-            Err(a) => return a,
+            Err(e) => return e.into(),
         };
         blocking(move || collector.by_client(&client, period, limit)).await
     } else {
-        return invalid("message_id", "give message_id, or client with an optional period");
+        return invalid("message_id", "give message_id, or client with an optional period").into();
     };
     match found {
         Some(Ok(records)) => {
@@ -449,14 +458,14 @@ async fn exchanges(service: &AuditService, params: &Params) -> Answer {
 /// Fetches each side of the exchange from the nodes that logged it (as collected), merges them
 /// into one bundle and verifies it against the anchor, as `lienthong audit verify` would.
 async fn evidence(service: &AuditService, params: &Params) -> Answer {
-    if let Err(a) = params.only(&["message_id", "request_id"]) {
-        return a;
+    if let Err(e) = params.only(&["message_id", "request_id"]) {
+        return e.into();
     }
     let Some(message_id) = params.get("message_id").map(str::to_owned) else {
-        return invalid("message_id", "required");
+        return invalid("message_id", "required").into();
     };
     if message_id.len() > 1024 {
-        return invalid("message_id", "longer than 1024 bytes");
+        return invalid("message_id", "longer than 1024 bytes").into();
     }
     let request_id = params.get("request_id").map(str::to_owned);
     let Some(conf) = service.conf() else {
