@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn the_example_shape_parses_and_mistakes_are_named() {
         let ok = format!(
-            "{BASE}\n[[auditors]]\nname = \"kt\"\napi_key_sha256 = \"{}\"\n[[nodes]]\nid = \"VN/GOV/1/ss\"\nurl = \"https://127.0.0.1:8443\"\n",
+            "{BASE}\n[[auditors]]\nname = \"kt\"\napi_key_sha256 = \"{}\"\n[[nodes]]\nid = \"VN/GOV/1/ss\"\nurl = \"https://node.example:8443\"\n",
             "ab".repeat(32)
         );
         let c = AuditConfig::parse(&ok).unwrap();
