@@ -12,56 +12,36 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use lienthong_audit::bundle;
 use lienthong_audit::collect::Collector;
-use lienthong_audit::service::{
-    AuditService, Auditors, Credentials, NodeSource, ServiceHandle, ServiceSetup,
-};
 use lienthong_globalconf::key_id;
 use lienthong_msglog::checkpoint::{Checkpoint, add_witness_signature, sign_checkpoint};
 use lienthong_msglog::merkle::{self, MemNodes};
 use lienthong_pki::PrivateKey;
-use lienthong_pki::is_client_tls::self_signed_client;
 use lienthong_proto::audit::v1 as audit_pb;
 use lienthong_proto::msglog::v1 as pb;
+use lienthong_testkit::audit::{AUDIT_KEY, AuditCredential, AuditFixture};
 use lienthong_testkit::names::*;
 use lienthong_testkit::{Topology, millis, service, subsystem, within};
 use lienthong_types::ClientId;
 use prost::Message;
-use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
-const KEY: &str = "kiem-toan-nha-nuoc-2026";
+const KEY: &str = AUDIT_KEY;
 const GRANTED_GETS: usize = 5;
 const GRANTED_POSTS: usize = 2;
 const DENIED: usize = 3;
 
-struct Audit {
-    handle: ServiceHandle,
-    addr: std::net::SocketAddr,
-}
-
 /// The standard topology with every node's audit API open to one auditor certificate, an extra
 /// grant nobody uses, and traffic: granted GETs and POSTs, and calls to a service without grant.
-async fn topology_with_traffic() -> (Topology, CertificateDer<'static>, PrivateKey) {
+async fn topology_with_traffic() -> (Topology, AuditCredential) {
     let mut t = Topology::standard().await;
     // Agreed but never used: the population department may read the civil-status service.
     t.grant(&service(HO_TICH), &ClientId::Subsystem(subsystem(DANCU))).await;
-    let (der, pem, key) = self_signed_client("kiem-toan-trung-tam").unwrap();
-    let path = t.dir.path().join("collector.pem");
-    std::fs::write(&path, pem).unwrap();
-    for i in 0..3 {
-        let path = path.clone();
-        t.reconfigure(i, move |c| {
-            c.consumer.https = Some("127.0.0.1:0".parse().unwrap());
-            c.audit.certificates = vec![path];
-        })
-        .await;
-    }
-    t.sync().await;
+    let credential = t.open_audit().await;
     for k in 0..GRANTED_GETS + GRANTED_POSTS + DENIED {
         let (method, svc, body) = match k {
             k if k < GRANTED_GETS => ("GET", CONG_DAN, ""),
@@ -79,60 +59,7 @@ async fn topology_with_traffic() -> (Topology, CertificateDer<'static>, PrivateK
     for i in 0..3 {
         t.witness(i).await;
     }
-    (t, der, key)
-}
-
-fn setup(
-    t: &Topology,
-    db: &std::path::Path,
-    chain: CertificateDer<'static>,
-    key: PrivateKey,
-) -> ServiceSetup {
-    let nodes = (0..3)
-        .map(|i| NodeSource {
-            node: t.nodes[i].id.clone(),
-            url: format!("https://{}", t.https_addr(i).unwrap()),
-        })
-        .collect();
-    let mut auditors = Auditors::default();
-    auditors.add_key_digest("kiem-toan", &Auditors::key_digest(KEY)).unwrap();
-    ServiceSetup {
-        collector: Collector::open(db).unwrap(),
-        conf: t.nodes[0].handle().conf_subscription(),
-        anchor: t.registry.anchor(),
-        nodes,
-        credentials: Credentials { chain: vec![chain], key },
-        auditors,
-        node_timeout: Duration::from_secs(10),
-    }
-}
-
-async fn start(setup: ServiceSetup) -> Audit {
-    let service = AuditService::new(setup);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = ServiceHandle::start(service, listener, None, Duration::ZERO).unwrap();
-    let addr = handle.addr;
-    Audit { handle, addr }
-}
-
-/// One call to the service's API; the status and the body as JSON (or text in a JSON string).
-async fn api(audit: &Audit, method: &str, path: &str, key: Option<&str>) -> (StatusCode, Value) {
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(audit.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(path).header("host", audit.addr.to_string());
-        if let Some(k) = key {
-            req = req.header("authorization", format!("Bearer {k}"));
-        }
-        let resp = sender.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-        (status, value)
-    };
-    within(exchange).await
+    (t, credential)
 }
 
 fn pulled_cleanly(v: &Value) {
@@ -143,37 +70,37 @@ fn pulled_cleanly(v: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_central_matrix_equals_the_exchanges_made_and_evidence_verifies() {
-    let (t, chain, key) = topology_with_traffic().await;
-    let audit = start(setup(&t, &t.dir.path().join("audit.redb"), chain, key)).await;
+    let (t, credential) = topology_with_traffic().await;
+    let audit = AuditFixture::start(t.audit_setup(&t.audit_db(), credential)).await;
 
     // No auditor, no data; the description and the page are public.
     for key in [None, Some("wrong-key")] {
-        let (status, v) = api(&audit, "GET", "/api/v1/sharing", key).await;
+        let (status, v) = audit.api("GET", "/api/v1/sharing", key).await;
         assert_eq!(status, 401, "{v}");
         assert_eq!(v["code"], "unauthorized");
     }
-    let (status, openapi) = api(&audit, "GET", "/api/v1/openapi.json", None).await;
+    let (status, openapi) = audit.api("GET", "/api/v1/openapi.json", None).await;
     assert_eq!(status, 200);
     assert_eq!(openapi["openapi"], "3.1.0");
     for path in ["/api/v1/sharing", "/api/v1/coverage", "/api/v1/exchanges", "/api/v1/evidence"] {
         assert!(openapi["paths"].get(path).is_some(), "{path} is described");
     }
-    let (status, page) = api(&audit, "GET", "/", None).await;
+    let (status, page) = audit.api("GET", "/", None).await;
     assert_eq!(status, 200);
     assert!(page.as_str().unwrap().contains("<html"), "the dashboard is served");
 
     // Pull every node; pulling again stores nothing twice.
-    let (status, first) = api(&audit, "POST", "/api/v1/pull", Some(KEY)).await;
+    let (status, first) = audit.api("POST", "/api/v1/pull", Some(KEY)).await;
     assert_eq!(status, 200, "{first}");
     pulled_cleanly(&first);
     for n in first["nodes"].as_array().unwrap() {
         assert!(n["stored"].as_u64().unwrap() > 0, "{n}");
     }
-    let (_, second) = api(&audit, "POST", "/api/v1/pull", Some(KEY)).await;
+    let (_, second) = audit.api("POST", "/api/v1/pull", Some(KEY)).await;
     pulled_cleanly(&second);
 
     // The matrix: one granted pair with every call made, the denied pair, the unused grant.
-    let (status, report) = api(&audit, "GET", "/api/v1/sharing", Some(KEY)).await;
+    let (status, report) = audit.api("GET", "/api/v1/sharing", Some(KEY)).await;
     assert_eq!(status, 200, "{report}");
     let pairs = report["pairs"].as_array().unwrap();
     let granted = pairs.iter().find(|p| p["service"] == CONG_DAN).expect("the granted pair");
@@ -206,22 +133,22 @@ async fn the_central_matrix_equals_the_exchanges_made_and_evidence_verifies() {
     assert_eq!(requests, GRANTED_GETS + GRANTED_POSTS + DENIED);
 
     // Filters narrow the report; malformed ones are clear errors.
-    let (_, mine) =
-        api(&audit, "GET", &format!("/api/v1/sharing?member={}&service={}", VPCP, enc(CONG_DAN)), Some(KEY))
-            .await;
+    let (_, mine) = audit
+        .api("GET", &format!("/api/v1/sharing?member={}&service={}", VPCP, enc(CONG_DAN)), Some(KEY))
+        .await;
     assert_eq!(mine["pairs"].as_array().unwrap().len(), 1, "{mine}");
-    let (_, none) = api(&audit, "GET", "/api/v1/sharing?member=VN/GOV/999", Some(KEY)).await;
+    let (_, none) = audit.api("GET", "/api/v1/sharing?member=VN/GOV/999", Some(KEY)).await;
     assert!(none["pairs"].as_array().unwrap().is_empty());
     for bad in
         ["from=yesterday", "member=VN%2FGOV", "service=x", "colour=red", "from=2026-12-02&until=2026-12-01"]
     {
-        let (status, v) = api(&audit, "GET", &format!("/api/v1/sharing?{bad}"), Some(KEY)).await;
+        let (status, v) = audit.api("GET", &format!("/api/v1/sharing?{bad}"), Some(KEY)).await;
         assert_eq!(status, 400, "{bad}: {v}");
         assert_eq!(v["code"], "invalid_filter", "{bad}: {v}");
     }
 
     // Coverage: every node reported everything up to its checkpoint.
-    let (_, coverage) = api(&audit, "GET", "/api/v1/coverage", Some(KEY)).await;
+    let (_, coverage) = audit.api("GET", "/api/v1/coverage", Some(KEY)).await;
     let nodes = coverage["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3, "{coverage}");
     for n in nodes {
@@ -231,14 +158,14 @@ async fn the_central_matrix_equals_the_exchanges_made_and_evidence_verifies() {
     }
 
     // Drill-down: an exchange's records on both nodes (request and response on each).
-    let (_, records) = api(&audit, "GET", "/api/v1/exchanges?message_id=central-0", Some(KEY)).await;
+    let (_, records) = audit.api("GET", "/api/v1/exchanges?message_id=central-0", Some(KEY)).await;
     let records = records["records"].as_array().unwrap();
     assert_eq!(records.len(), 4, "{records:#?}");
     assert!(records.iter().any(|r| r["node"] == NODE_VPCP && r["role"] == "consumer"));
     assert!(records.iter().any(|r| r["node"] != NODE_VPCP && r["role"] == "provider"));
 
     // Evidence from both nodes, verified by the service and again offline; one byte changed fails.
-    let (status, evidence) = api(&audit, "GET", "/api/v1/evidence?message_id=central-5", Some(KEY)).await;
+    let (status, evidence) = audit.api("GET", "/api/v1/evidence?message_id=central-5", Some(KEY)).await;
     assert_eq!(status, 200, "{evidence}");
     assert_eq!(evidence["valid"], true, "{evidence:#}");
     assert_eq!(evidence["report"]["sides"].as_array().unwrap().len(), 2);
@@ -251,10 +178,10 @@ async fn the_central_matrix_equals_the_exchanges_made_and_evidence_verifies() {
     let middle = altered.len() / 2;
     altered[middle] ^= 0x01;
     assert!(bundle::verify(&altered, &anchor).is_err(), "a changed byte fails the bundle");
-    let (status, v) = api(&audit, "GET", "/api/v1/evidence?message_id=no-such-exchange", Some(KEY)).await;
+    let (status, v) = audit.api("GET", "/api/v1/evidence?message_id=no-such-exchange", Some(KEY)).await;
     assert_eq!((status, v["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{v}");
 
-    within(audit.handle.shutdown()).await;
+    audit.shutdown().await;
     within(t.shutdown()).await;
 }
 
@@ -354,15 +281,15 @@ async fn serve_lie(t: &Topology, i: usize, batch: audit_pb::CollectBatch) -> std
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_rewrites_its_history_is_detected_and_nothing_of_it_is_kept() {
-    let (t, chain, key) = topology_with_traffic().await;
-    let db = t.dir.path().join("audit.redb");
-    let (der, key2) = (chain.clone(), PrivateKey::from_pem(&key.to_pem(), None).unwrap());
-    let audit = start(setup(&t, &db, chain, key)).await;
-    let (_, pulled) = api(&audit, "POST", "/api/v1/pull", Some(KEY)).await;
+    let (t, credential) = topology_with_traffic().await;
+    let db = t.audit_db();
+    let again = credential.duplicate();
+    let audit = AuditFixture::start(t.audit_setup(&db, credential)).await;
+    let (_, pulled) = audit.api("POST", "/api/v1/pull", Some(KEY)).await;
     pulled_cleanly(&pulled);
-    let (_, before) = api(&audit, "GET", "/api/v1/sharing", Some(KEY)).await;
-    let (_, coverage_before) = api(&audit, "GET", "/api/v1/coverage", Some(KEY)).await;
-    within(audit.handle.shutdown()).await;
+    let (_, before) = audit.api("GET", "/api/v1/sharing", Some(KEY)).await;
+    let (_, coverage_before) = audit.api("GET", "/api/v1/coverage", Some(KEY)).await;
+    audit.shutdown().await;
 
     // Whichever provider node served the denied calls lies about them now.
     let liar = (1..3)
@@ -373,11 +300,11 @@ async fn a_node_that_rewrites_its_history_is_detected_and_nothing_of_it_is_kept(
     let held = Collector::open(&db).unwrap().held_checkpoint(&t.nodes[liar].id).unwrap().unwrap();
     let batch = rewritten_batch(&t, liar, &held);
     let addr = serve_lie(&t, liar, batch).await;
-    let mut s = setup(&t, &db, der, key2);
+    let mut s = t.audit_setup(&db, again);
     s.nodes[liar].url = format!("https://{addr}");
-    let audit = start(s).await;
+    let audit = AuditFixture::start(s).await;
 
-    let (_, pulled) = api(&audit, "POST", "/api/v1/pull", Some(KEY)).await;
+    let (_, pulled) = audit.api("POST", "/api/v1/pull", Some(KEY)).await;
     let nodes = pulled["nodes"].as_array().unwrap();
     let refused = nodes.iter().find(|n| n["node"] == t.nodes[liar].id.to_string()).unwrap();
     assert_eq!(refused["code"], "history_rewritten", "{refused}");
@@ -388,10 +315,10 @@ async fn a_node_that_rewrites_its_history_is_detected_and_nothing_of_it_is_kept(
     }
 
     // Nothing of the lie was kept: the same report, the same coverage for the liar.
-    let (_, after) = api(&audit, "GET", "/api/v1/sharing", Some(KEY)).await;
+    let (_, after) = audit.api("GET", "/api/v1/sharing", Some(KEY)).await;
     assert_eq!(after["pairs"], before["pairs"]);
     assert_eq!(after["denied"], before["denied"]);
-    let (_, coverage_after) = api(&audit, "GET", "/api/v1/coverage", Some(KEY)).await;
+    let (_, coverage_after) = audit.api("GET", "/api/v1/coverage", Some(KEY)).await;
     let of = |c: &Value| {
         c["nodes"].as_array().unwrap().iter().find(|n| n["node"] == t.nodes[liar].id.to_string()).unwrap()
             ["checkpoint_size"]
@@ -405,7 +332,7 @@ async fn a_node_that_rewrites_its_history_is_detected_and_nothing_of_it_is_kept(
         .find(|n| n["node"] == t.nodes[liar].id.to_string())
         .unwrap()["last_pull"];
     assert!(liar_status["error"].as_str().unwrap().contains("forked"), "{liar_status}");
-    within(audit.handle.shutdown()).await;
+    audit.shutdown().await;
     within(t.shutdown()).await;
 }
 
@@ -420,9 +347,9 @@ async fn the_dashboard_shows_the_pairs_and_verifies_a_bundle_in_a_browser() {
         eprintln!("skipped: no chromium/chromedriver (set LIENTHONG_REQUIRE_BROWSER=1 to require them)");
         return;
     };
-    let (t, chain, key) = topology_with_traffic().await;
-    let audit = start(setup(&t, &t.dir.path().join("audit.redb"), chain, key)).await;
-    let (_, pulled) = api(&audit, "POST", "/api/v1/pull", Some(KEY)).await;
+    let (t, credential) = topology_with_traffic().await;
+    let audit = AuditFixture::start(t.audit_setup(&t.audit_db(), credential)).await;
+    let (_, pulled) = audit.api("POST", "/api/v1/pull", Some(KEY)).await;
     pulled_cleanly(&pulled);
     let wait = Duration::from_secs(20);
     let fail = |e: String| -> ! { panic!("{e}") };
@@ -503,6 +430,6 @@ async fn the_dashboard_shows_the_pairs_and_verifies_a_bundle_in_a_browser() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     browser.quit().await;
-    within(audit.handle.shutdown()).await;
+    audit.shutdown().await;
     within(t.shutdown()).await;
 }

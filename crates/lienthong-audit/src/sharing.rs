@@ -407,7 +407,11 @@ pub fn sharing_report<'a>(
         match out {
             Outcome::Success => {
                 acc.successes += 1;
-                if is_metaservice(e.service.code.as_str()) {
+                // Grants are the provider instance's: a call to a federation partner's service
+                // is judged by that instance's audit, not against this configuration.
+                if is_metaservice(e.service.code.as_str())
+                    || e.service.subsystem.member.instance != conf.instance
+                {
                     continue;
                 }
                 // The request record has the method and path; any record of the exchange will

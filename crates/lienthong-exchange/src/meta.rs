@@ -36,10 +36,15 @@ struct ClientJson<'a> {
     subsystem_name: Option<&'a str>,
 }
 
-/// `listClients`: the active members and subsystems of `conf`'s instance, as JSON.
-pub fn list_clients(conf: &GlobalConf) -> Vec<u8> {
+/// `listClients`: the active members and subsystems of `instance` (the node's own, or a
+/// federation partner's, whose members a federated configuration also holds), as JSON.
+pub fn list_clients(conf: &GlobalConf, instance: &str) -> Vec<u8> {
     let mut member = Vec::new();
-    for m in conf.members.values().filter(|m| m.status == MemberStatus::Active) {
+    for m in conf
+        .members
+        .values()
+        .filter(|m| m.status == MemberStatus::Active && m.id.instance.as_str() == instance)
+    {
         let id = |subsystem_code: Option<&'static str>| ClientIdJson {
             member_class: m.id.class.as_str(),
             member_code: m.id.code.as_str(),

@@ -143,15 +143,17 @@ fn list_clients(state: &NodeState, req: &Request<Incoming>) -> Result<Response<B
         return Err(Reject::new(Fault::InvalidHttpMethod, "listClients takes GET"));
     }
     let conf = state.usable_conf(Fault::ClientGlobalConfOutdated)?;
-    if let Some(wanted) = meta::requested_instance(req.uri().query())
-        && wanted != conf.conf.instance.as_str()
-    {
+    let own = conf.conf.instance.as_str();
+    let wanted = meta::requested_instance(req.uri().query()).unwrap_or(own);
+    // The node's own instance, or a federation partner whose configuration it holds.
+    let known = wanted == own || conf.conf.members.keys().any(|m| m.instance.as_str() == wanted);
+    if !known {
         return Err(Reject::new(
             Fault::ClientUnknownMember,
             format!("instance {wanted:?} is not known to this node"),
         ));
     }
-    let mut resp = Response::new(full(meta::list_clients(&conf.conf)));
+    let mut resp = Response::new(full(meta::list_clients(&conf.conf, wanted)));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
 }

@@ -9,6 +9,7 @@ mod confclient;
 pub mod config;
 mod consumer;
 mod exchange_log;
+pub mod federation;
 mod health;
 pub mod home;
 pub mod manage;

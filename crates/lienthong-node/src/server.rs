@@ -24,6 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::federation::Federation;
+
 use crate::backend::{BackendClient, BackendTls};
 use crate::body::BodyLimits;
 use crate::config::NodeConfig;
@@ -102,6 +104,7 @@ pub struct NodeHandle {
     pub peer: SocketAddr,
     state: Arc<NodeState>,
     conf_client: ConfClient,
+    federation: Federation,
     checkpointer: Option<Checkpointer>,
     /// For the last checkpoint at shutdown.
     signer: CheckpointSigner,
@@ -236,7 +239,14 @@ impl NodeHandle {
             conf_config.poll_interval = p;
         }
         let conf_client = ConfClient::start(conf_config)?;
-        let conf_rx = conf_client.subscribe();
+        let own_conf = conf_client.subscribe();
+        // The node runs on its own configuration merged with its federation partners'.
+        let (federation, conf_rx) = Federation::start(
+            own_conf.clone(),
+            config.data_dir.join("conf").join("partners"),
+            clock.clone(),
+            options.conf_poll_interval,
+        );
 
         let store: Arc<dyn LogStore> = match options.log_store {
             Some(s) => s,
@@ -250,7 +260,7 @@ impl NodeHandle {
         };
         let witness: Arc<dyn Witness> = match options.witness {
             Some(w) => w,
-            None => Arc::new(RegistryWitness::new(conf_rx.clone(), keys.anchor.clone())),
+            None => Arc::new(RegistryWitness::new(own_conf.clone(), keys.anchor.clone())),
         };
         let checkpoint_clock = clock.clone();
         let checkpointer = Checkpointer::spawn(
@@ -343,6 +353,7 @@ impl NodeHandle {
             peer: peer_addr,
             state,
             conf_client,
+            federation,
             checkpointer: Some(checkpointer),
             signer,
             witness,
@@ -416,6 +427,7 @@ impl NodeHandle {
                 tracing::warn!(error = %e, "no final checkpoint");
             }
         }
+        self.federation.shutdown().await;
         self.conf_client.shutdown().await;
     }
 }
@@ -458,11 +470,16 @@ async fn follow_conf(
     trust_tx: watch::Sender<Arc<PeerTrust>>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // What the trust was built from: a re-signed copy of the same configuration changes
+    // nothing, a partner's new node or CA does (the merged view keeps the own version).
+    let mut built_from = None;
     loop {
         let current = conf.borrow_and_update().clone();
+        let key = current.as_ref().map(|c| trust_inputs(&c.conf));
         if let Some(c) = current
-            && c.conf.version != peers.trust().version()
+            && (c.conf.version != peers.trust().version() || key != built_from)
         {
+            built_from = key;
             match PeerTrust::new(&c.conf, &state.keys.tls) {
                 Ok(t) => {
                     let t = Arc::new(t);
@@ -483,6 +500,15 @@ async fn follow_conf(
             () = until_stopped(&mut stopped) => return,
         }
     }
+}
+
+/// The parts of a configuration peer trust depends on: the registered nodes and approved CAs.
+fn trust_inputs(
+    conf: &GlobalConf,
+) -> (Vec<(lienthong_types::NodeId, lienthong_pki::Fingerprint)>, Vec<lienthong_pki::Fingerprint>) {
+    let nodes = conf.registered_nodes().collect();
+    let cas = conf.approved_cas.iter().map(lienthong_pki::Certificate::fingerprint).collect();
+    (nodes, cas)
 }
 
 /// Accepts information systems' connections (plain or TLS) and serves r1 on them.

@@ -21,7 +21,9 @@ pub use config::{ConfigError, RegistryConfig};
 pub use error::RegistryError;
 pub use home::{InitOptions, RegistryHome};
 pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
-pub use server::{ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, RunningRegistry, serve, start};
+pub use server::{
+    ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, FEDERATION_CONF_PATH, RunningRegistry, serve, start,
+};
 pub use witness::LocalWitness;
 
 /// gRPC status codes, for callers matching on the admin API's answers.

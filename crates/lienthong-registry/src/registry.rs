@@ -77,6 +77,11 @@ pub struct Published {
     pub bytes: Vec<u8>,
     /// A strong HTTP entity tag, quotes included.
     pub etag: String,
+    /// The view federation partners get (`SignedGlobalConf`, same version and signers): the
+    /// configuration without the access grants, global groups, partners and registry URLs,
+    /// which are this instance's own business.
+    pub partner_bytes: Vec<u8>,
+    pub partner_etag: String,
 }
 
 /// A configuration-signing key in use.
@@ -186,6 +191,8 @@ impl Registry {
             expires_at: SystemTime::UNIX_EPOCH,
             bytes: Vec::new(),
             etag: String::new(),
+            partner_bytes: Vec::new(),
+            partner_etag: String::new(),
         }));
         let registry = Self {
             settings,
@@ -295,13 +302,18 @@ impl Registry {
         }
         let signed = sign(&conf, &signers).map_err(RegistryError::internal)?;
         let bytes = signed.encode_to_vec();
+        let partner = partner_view(conf.clone());
+        let partner_bytes = sign(&partner, &signers).map_err(RegistryError::internal)?.encode_to_vec();
+        // From the content: distinct bytes never share a tag (ECDSA signatures differ per run).
+        let etag = |b: &[u8]| format!("\"v{}-{}\"", conf.version, &Fingerprint::of(b).to_string()[..16]);
         let published = Arc::new(Published {
             version: conf.version,
             generated_at: now,
             expires_at: now + self.settings.conf_validity,
-            // From the content: distinct bytes never share a tag (ECDSA signatures differ per run).
-            etag: format!("\"v{}-{}\"", conf.version, &Fingerprint::of(&bytes).to_string()[..16]),
+            etag: etag(&bytes),
+            partner_etag: etag(&partner_bytes),
             bytes,
+            partner_bytes,
         });
         self.published.send_replace(published.clone());
         tracing::debug!(version = conf.version, "published global configuration");
@@ -1290,4 +1302,16 @@ fn check_endpoint(e: &gc::Endpoint) -> Result<(), RegistryError> {
         )));
     }
     Ok(())
+}
+
+/// What a federation partner may see of `conf`: members, nodes, services, CAs and signing keys
+/// (enough to route to this instance's nodes, pin them and check its members' signatures), not
+/// who is granted what here, the global groups, this instance's other partners or where its
+/// management API listens.
+fn partner_view(mut conf: gc::GlobalConf) -> gc::GlobalConf {
+    conf.grants.clear();
+    conf.global_groups.clear();
+    conf.federation_partners.clear();
+    conf.registry_urls.clear();
+    conf
 }

@@ -27,6 +27,8 @@ use crate::registry::{Clock, Registry};
 pub const CONF_PATH: &str = "/globalconf";
 /// Where the anchor is served (for operators; nodes must get it out of band to trust it).
 pub const ANCHOR_PATH: &str = "/anchor.json";
+/// The view of the configuration federation partners' nodes download (signed like the whole).
+pub const FEDERATION_CONF_PATH: &str = "/globalconf/federation";
 /// The media type of a `SignedGlobalConf`.
 pub const CONF_MEDIA_TYPE: &str = "application/vnd.lienthong.globalconf.v1+protobuf";
 
@@ -177,7 +179,8 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
     r
 }
 
-/// `GET /globalconf` with `ETag` / `If-None-Match`; `GET /anchor.json`. Nothing else.
+/// `GET /globalconf` (and `/globalconf/federation`, the partners' view) with `ETag` /
+/// `If-None-Match`; `GET /anchor.json`. Nothing else.
 fn handle_http(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method_not_allowed: use GET\n");
@@ -186,28 +189,34 @@ fn handle_http(req: &Request<Incoming>, registry: &Registry) -> Response<Full<By
     }
     let head = req.method() == Method::HEAD;
     let body = |b: Vec<u8>| if head { Bytes::new() } else { Bytes::from(b) };
-    match req.uri().path() {
-        CONF_PATH => {
+    let path = req.uri().path();
+    match path {
+        CONF_PATH | FEDERATION_CONF_PATH => {
             let published = registry.current();
-            if published.bytes.is_empty() {
+            let (bytes, tag) = if path == CONF_PATH {
+                (&published.bytes, &published.etag)
+            } else {
+                (&published.partner_bytes, &published.partner_etag)
+            };
+            if bytes.is_empty() {
                 return respond(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     "not_ready: no signing key yet\n",
                 );
             }
-            let etag = header::HeaderValue::from_str(&published.etag).expect("etag is ASCII");
+            let etag = header::HeaderValue::from_str(tag).expect("etag is ASCII");
             let matches = req
                 .headers()
                 .get_all(header::IF_NONE_MATCH)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .any(|t| t.trim() == published.etag || t.trim() == "*");
+                .any(|t| t.trim() == tag.as_str() || t.trim() == "*");
             let mut r = if matches {
                 respond(StatusCode::NOT_MODIFIED, CONF_MEDIA_TYPE, Bytes::new())
             } else {
-                respond(StatusCode::OK, CONF_MEDIA_TYPE, body(published.bytes.clone()))
+                respond(StatusCode::OK, CONF_MEDIA_TYPE, body(bytes.clone()))
             };
             let h = r.headers_mut();
             h.insert(header::ETAG, etag);

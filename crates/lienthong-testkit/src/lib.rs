@@ -3,6 +3,7 @@
 //! registration, approval) and run by `NodeHandle::start`, mock backends, all on `127.0.0.1:0`
 //! with a clock the test can move.
 
+pub mod audit;
 mod backend;
 pub mod browser;
 
@@ -94,10 +95,15 @@ impl TestRegistry {
     /// Creates and serves instance `VN` in `dir`, approving every request automatically when
     /// `auto` is set (as an operator who pre-approved them would).
     pub async fn start(dir: &Path, clock: &TestClock, auto: bool) -> Self {
+        Self::start_instance(dir, clock, auto, "VN").await
+    }
+
+    /// [`TestRegistry::start`] for another instance, e.g. a provincial `VN-NA` to federate with.
+    pub async fn start_instance(dir: &Path, clock: &TestClock, auto: bool, instance: &str) -> Self {
         let approve = if auto { "true" } else { "false" };
         let toml = format!(
             r#"
-            instance = "VN"
+            instance = "{instance}"
             data_dir = "registry"
             [http]
             listen = "127.0.0.1:0"
@@ -293,9 +299,19 @@ impl Topology {
     /// Members (id, name, subsystem codes), nodes set up through `node init`, and `backends`
     /// mock backends.
     pub async fn build(members: &[(&str, &str, &[&str])], specs: Vec<NodeSpec>, backends: usize) -> Self {
+        Self::build_instance("VN", members, specs, backends).await
+    }
+
+    /// [`Topology::build`] for `instance`.
+    pub async fn build_instance(
+        instance: &str,
+        members: &[(&str, &str, &[&str])],
+        specs: Vec<NodeSpec>,
+        backends: usize,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clock = TestClock::default();
-        let mut registry = TestRegistry::start(dir.path(), &clock, true).await;
+        let mut registry = TestRegistry::start_instance(dir.path(), &clock, true, instance).await;
         for (id, name, subsystems) in members {
             within(registry.admin.add_member(&member(id), name, None)).await.expect("add member");
             for s in *subsystems {
