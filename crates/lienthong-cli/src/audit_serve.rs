@@ -84,7 +84,7 @@ pub(crate) fn api_key(a: &ApiKeyArgs) -> Result<()> {
         bail!("--name must not be empty");
     }
     let mut raw = [0u8; 32];
-    getrandom(&mut raw)?;
+    random_bytes(&mut raw)?;
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     println!("API key for {} (shown once; give it to the auditor):\n  {key}", a.name);
     println!(
@@ -96,7 +96,7 @@ pub(crate) fn api_key(a: &ApiKeyArgs) -> Result<()> {
 }
 
 /// Random bytes from the operating system (the key never depends on a seeded generator).
-fn getrandom(out: &mut [u8]) -> Result<()> {
+pub(crate) fn random_bytes(out: &mut [u8]) -> Result<()> {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(out))

@@ -30,8 +30,8 @@ enum Command {
     /// central audit service (collection from every node, sharing report, dashboard).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Walk through an instance's PKI on this machine: CA, node and member certificates,
-    /// a signed message, and pinned mutual TLS between two nodes on loopback.
+    /// The whole system on this machine: a national and a provincial instance federated, their
+    /// registries, nodes, backends and audit services, traffic, and a summary with the URLs.
     Demo(demo::DemoArgs),
     /// Keys, the instance CA, certificate requests and certificates, by hand.
     #[command(subcommand)]

@@ -137,9 +137,9 @@ fn operator_mistakes_get_clear_errors() {
 }
 
 #[test]
-fn demo_runs_and_refuses_the_unregistered_node() {
+fn the_pki_walkthrough_refuses_the_unregistered_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = ok(tmp.path(), "demo --dir demo");
+    let out = ok(tmp.path(), "demo --pki --dir demo");
     assert!(out.contains("answered over TLSv1_3"), "{out}");
     assert!(out.contains("refused: certificate"), "{out}");
     assert!(tmp.path().join("demo/provider.crt.pem").exists());

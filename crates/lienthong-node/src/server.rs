@@ -105,6 +105,8 @@ pub struct NodeHandle {
     state: Arc<NodeState>,
     conf_client: ConfClient,
     federation: Federation,
+    /// The peer trust in force (both directions), as it follows the configuration.
+    trust: watch::Receiver<Arc<PeerTrust>>,
     checkpointer: Option<Checkpointer>,
     /// For the last checkpoint at shutdown.
     signer: CheckpointSigner,
@@ -279,6 +281,7 @@ impl NodeHandle {
         let trust =
             Arc::new(PeerTrust::new(&initial, &keys.tls).map_err(|e| StartError::Invalid(e.to_string()))?);
         let (trust_tx, trust_rx) = watch::channel(trust.clone());
+        let trust_seen = trust_rx.clone();
         let peers = PeerClient::new(trust, PeerClientOptions::default());
 
         let limits = BodyLimits {
@@ -354,6 +357,7 @@ impl NodeHandle {
             state,
             conf_client,
             federation,
+            trust: trust_seen,
             checkpointer: Some(checkpointer),
             signer,
             witness,
@@ -391,6 +395,13 @@ impl NodeHandle {
         while self.state.peers.trust().version() < version {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Waits until the peer transport trusts `node` (e.g. a federation partner's node, once
+    /// the partner's configuration arrived), bounded by the caller's timeout.
+    pub async fn wait_for_peer(&self, node: &lienthong_types::NodeId) {
+        let mut trust = self.trust.clone();
+        let _ = trust.wait_for(|t| t.registered(node).is_some()).await;
     }
 
     /// Stops accepting, lets open exchanges finish, stops the checkpointer and the log.

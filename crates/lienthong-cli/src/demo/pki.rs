@@ -1,16 +1,13 @@
-//! `lienthong demo`: the instance PKI end to end on one machine, with nothing to configure.
-//!
-//! Until the registry and nodes exist this shows the foundation they stand on: a CA issues node
-//! and member certificates from requests, a member signs a message that a provider verifies,
-//! and two nodes talk over mutual TLS pinned to their registered fingerprints, while an
-//! unregistered node is refused.
+//! `lienthong demo --pki`: the instance PKI alone, step by step, with nothing to configure: the
+//! foundation the registry and nodes stand on. A CA issues node and member certificates from
+//! requests, a member signs a message that a provider verifies, and two nodes talk over mutual
+//! TLS pinned to their registered fingerprints, while an unregistered node is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Args;
 use lienthong_pki::tls::{self, TlsIdentity, TrustPolicy};
 use lienthong_pki::{
     Certificate, CertificateAuthority, Csr, Fingerprint, KeyAlgorithm, PrivateKey, Validity,
@@ -21,23 +18,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::files;
 
-#[derive(Debug, Args)]
-pub(crate) struct DemoArgs {
-    /// Keep the certificates it makes in this directory (default: a temporary one, removed).
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-}
-
 const CONSUMER: &str = "VN/GOV/000.00.00.G22/ss1";
 const PROVIDER: &str = "VN/GOV/000.00.00.G01/ss1";
 const CLIENT_MEMBER: &str = "VN/GOV/000.00.00.G22";
 
-pub(crate) fn run(args: DemoArgs) -> Result<()> {
+pub(super) fn run(keep: Option<&Path>) -> Result<()> {
     let temp;
-    let dir = match &args.dir {
+    let dir = match keep {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            d.as_path()
+            d
         }
         None => {
             temp = tempfile::tempdir().context("creating a temporary directory")?;
@@ -47,7 +37,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(demo(dir))?;
-    match &args.dir {
+    match keep {
         Some(d) => {
             println!("\ncertificates are in {}; inspect one with `lienthong pki show FILE`", d.display())
         }
