@@ -38,13 +38,40 @@ pub(crate) struct DemoArgs {
     #[arg(long)]
     json: bool,
     /// Only walk through the instance PKI step by step (the original demo).
-    #[arg(long, conflicts_with_all = ["exchanges", "exit", "json"])]
+    #[arg(long, conflicts_with_all = ["exchanges", "exit", "json", "backends"])]
     pki: bool,
+    /// Only serve the built-in backends (population register, business registration, civil
+    /// status) on these loopback ports until Ctrl-C, for the topology run as separate processes
+    /// (`deploy/demo-processes.sh`).
+    #[arg(long, value_name = "PORT,PORT,PORT", value_delimiter = ',', conflicts_with_all = ["exchanges", "exit", "json"])]
+    backends: Option<Vec<u16>>,
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if args.pki {
         return pki::run(args.dir.as_deref());
+    }
+    if let Some(ports) = args.backends {
+        let [population, business, civil_status] = ports[..] else {
+            anyhow::bail!(
+                "--backends takes three ports: population, business, civil status (e.g. 7001,7002,7003)"
+            );
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        return rt.block_on(async {
+            let b = backends::Backends::start([population, business, civil_status])
+                .await
+                .context("starting the backends")?;
+            println!("population register: http://{}/cong-dan/{{so_dinh_danh}}", b.population);
+            println!("business registration: http://{}/doanh-nghiep/{{ma_so_thue}}", b.business);
+            println!("civil status: http://{}/khai-sinh/{{so}}", b.civil_status);
+            crate::registry::shutdown_signal().await;
+            b.shutdown().await;
+            Ok(())
+        });
     }
     let started = Instant::now();
     let temp;
