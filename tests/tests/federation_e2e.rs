@@ -93,6 +93,11 @@ async fn a_provincial_department_calls_a_national_service_across_instances() {
     for i in 0..3 {
         until_federated(&vn, i, NA).await;
     }
+    // ...and the peer transports trust each other's nodes, both directions.
+    for i in 1..3 {
+        within(na.nodes[0].handle().wait_for_peer(&vn.nodes[i].id)).await;
+        within(vn.nodes[i].handle().wait_for_peer(&na.nodes[0].id)).await;
+    }
     // The partner's view carries no grants: VN's agreements stay VN's.
     let na_view = na.nodes[0].handle().conf().unwrap();
     assert!(na_view.conf.grants.iter().all(|g| g.service.subsystem.member.instance.as_str() == NA));
