@@ -24,8 +24,10 @@ fn node_side(t: &Topology, i: usize) -> (Arc<dyn LogStore>, Vec<u8>) {
 }
 
 fn build(sides: &[(&dyn LogStore, &[u8])]) -> Result<Vec<u8>, BuildError> {
-    let sides: Vec<Side<'_>> =
-        sides.iter().map(|(store, conf)| Side { store: *store, conf, node_certificate: None }).collect();
+    let sides: Vec<Side<'_>> = sides
+        .iter()
+        .map(|(store, conf)| Side { store: *store, conf, node_certificate: None, partner_confs: &[] })
+        .collect();
     bundle::build(&sides, &[ExchangeRef::message(MESSAGE_ID)])
 }
 

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use lienthong_testkit::audit::{AUDIT_KEY, AuditFixture};
 use lienthong_testkit::names::*;
 use lienthong_testkit::{NodeSpec, Topology, node_id, service, subsystem, within};
@@ -184,6 +186,24 @@ async fn a_provincial_department_calls_a_national_service_across_instances() {
     );
     assert_eq!(pair(&na_report, SO_KHDT)["denials"], 1, "{na_report:#}");
     assert!(na_report["without_grant"].as_array().unwrap().is_empty(), "{na_report:#}");
+
+    // Evidence of the cross-instance exchange from the provider's side: its request record is
+    // signed by a Nghệ An member, whose certificate Nghệ An's configuration lists; the bundle
+    // carries that view, checked against the keys VN's configuration announces for VN-NA.
+    let (_, evidence) = vn_audit.api("GET", "/api/v1/evidence?message_id=na-1", Some(AUDIT_KEY)).await;
+    assert_eq!(evidence["valid"], true, "{evidence:#}");
+    let checks = evidence["report"]["checks"].as_array().unwrap();
+    assert!(
+        checks.iter().any(|c| c["check"] == "partner configuration" && c["outcome"] == "passed"),
+        "{evidence:#}"
+    );
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(evidence["bundle"].as_str().unwrap()).unwrap();
+    lienthong_audit::bundle::verify(&bytes, &vn.registry.anchor()).expect("verifies offline");
+    let mut changed = bytes.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    assert!(lienthong_audit::bundle::verify(&changed, &vn.registry.anchor()).is_err());
 
     vn_audit.shutdown().await;
     na_audit.shutdown().await;

@@ -363,8 +363,18 @@ impl World {
 
     fn sides(&self) -> Vec<Side<'_>> {
         vec![
-            Side { store: &*self.consumer.store, conf: &self.conf, node_certificate: None },
-            Side { store: &*self.provider.store, conf: &self.conf, node_certificate: None },
+            Side {
+                store: &*self.consumer.store,
+                conf: &self.conf,
+                node_certificate: None,
+                partner_confs: &[],
+            },
+            Side {
+                store: &*self.provider.store,
+                conf: &self.conf,
+                node_certificate: None,
+                partner_confs: &[],
+            },
         ]
     }
 
@@ -471,7 +481,7 @@ fn building_needs_a_witnessed_checkpoint_that_covers_the_records() {
     log.append(&e.consumer_records(inst.now));
     let conf = inst.conf();
     let store = log.store.clone();
-    let sides = [Side { store: &*store, conf: &conf, node_certificate: None }];
+    let sides = [Side { store: &*store, conf: &conf, node_certificate: None, partner_confs: &[] }];
     let wanted = [ExchangeRef::message("m-1")];
 
     // Signed by the node only.
@@ -501,7 +511,10 @@ fn building_names_what_is_missing() {
     assert!(matches!(err, BuildError::NoRecords { .. }), "{err:?}");
     // A log without the exchange, next to one with it.
     let other = TestLog::new(NODE_B);
-    let sides = [w.sides()[0], Side { store: &*other.store, conf: &w.conf, node_certificate: None }];
+    let sides = [
+        w.sides()[0],
+        Side { store: &*other.store, conf: &w.conf, node_certificate: None, partner_confs: &[] },
+    ];
     let err = build_err(&sides, &w.wanted());
     assert!(matches!(err, BuildError::NoRecords { .. }), "{err}");
     // The same node twice.
@@ -528,7 +541,7 @@ fn a_request_id_narrows_a_reused_message_id() {
     log.append(&second.consumer_records(inst.now)[..1]);
     log.checkpoint(&inst, &inst.node_a, true);
     let conf = inst.conf();
-    let sides = [Side { store: &*log.store, conf: &conf, node_certificate: None }];
+    let sides = [Side { store: &*log.store, conf: &conf, node_certificate: None, partner_confs: &[] }];
 
     let all = bundle::build(&sides, &[ExchangeRef::message("reused")]).unwrap();
     let report = bundle::verify(&all, &inst.anchor).unwrap();
@@ -695,7 +708,8 @@ fn a_record_changed_after_the_checkpoint_is_named() {
         log_pb::LogRecord::decode(w.provider.store.record(7).unwrap().unwrap().as_slice()).unwrap();
     record.status = 500;
     let rewritten = Rewritten { inner: w.provider.store.clone(), index: 7, bytes: record.encode_to_vec() };
-    let sides = [w.sides()[0], Side { store: &rewritten, conf: &w.conf, node_certificate: None }];
+    let sides =
+        [w.sides()[0], Side { store: &rewritten, conf: &w.conf, node_certificate: None, partner_confs: &[] }];
     let bytes = bundle::build(&sides, &w.wanted()).unwrap();
     let report = invalid(&bytes, &w.inst.anchor);
     let failed = failures(&report);
@@ -731,7 +745,10 @@ fn a_history_re_signed_without_the_witness_is_refused() {
         .extend(old.signatures.iter().filter(|s| s.role == log_pb::SignerRole::Witness as i32).cloned());
     forged_log.store.put_checkpoint(8, &forged).unwrap();
 
-    let sides = [w.sides()[0], Side { store: &*forged_log.store, conf: &w.conf, node_certificate: None }];
+    let sides = [
+        w.sides()[0],
+        Side { store: &*forged_log.store, conf: &w.conf, node_certificate: None, partner_confs: &[] },
+    ];
     let report = invalid(&bundle::build(&sides, &w.wanted()).unwrap(), &w.inst.anchor);
     let failed = failures(&report);
     assert!(
@@ -766,7 +783,10 @@ fn sides_that_logged_different_responses_are_named() {
     };
     provider.append(&other.provider_records(w.inst.now));
     provider.checkpoint(&w.inst, &w.inst.node_b, true);
-    let sides = [w.sides()[0], Side { store: &*provider.store, conf: &w.conf, node_certificate: None }];
+    let sides = [
+        w.sides()[0],
+        Side { store: &*provider.store, conf: &w.conf, node_certificate: None, partner_confs: &[] },
+    ];
     let report = invalid(&bundle::build(&sides, &w.wanted()).unwrap(), &w.inst.anchor);
     let failed = failures(&report);
     assert_eq!(failed.len(), 1, "{failed:#?}");
@@ -788,7 +808,7 @@ fn a_provider_that_received_another_request_is_caught_by_the_request_hash() {
     let mut consumer = TestLog::new(NODE_A);
     consumer.append(&other.consumer_records(w.inst.now));
     consumer.checkpoint(&w.inst, &w.inst.node_a, true);
-    let sides = [Side { store: &*consumer.store, conf: &w.conf, node_certificate: None }];
+    let sides = [Side { store: &*consumer.store, conf: &w.conf, node_certificate: None, partner_confs: &[] }];
     let report = invalid(&bundle::build(&sides, &w.wanted()).unwrap(), &w.inst.anchor);
     let failed = failures(&report);
     assert!(

@@ -100,6 +100,8 @@ fn read_anchor(path: &Path) -> Result<Anchor> {
 struct NodeFiles {
     store: Arc<dyn LogStore>,
     conf: Vec<u8>,
+    /// The federation partners' views the node keeps (`conf/partners/INSTANCE/`).
+    partner_confs: Vec<Vec<u8>>,
     certificate: Option<Vec<u8>>,
 }
 
@@ -137,7 +139,18 @@ fn read_node_dir(dir: &Path) -> Result<NodeFiles> {
     let cert_path = home.auth_cert_path();
     let certificate =
         if cert_path.is_file() { Some(files::read_cert(&cert_path)?.der().to_vec()) } else { None };
-    Ok(NodeFiles { store, conf, certificate })
+    let mut partner_confs = Vec::new();
+    let partners = home.conf_dir().join("partners");
+    if let Ok(entries) = std::fs::read_dir(&partners) {
+        for entry in entries {
+            let file = entry?.path().join(lienthong_node::CONF_FILE);
+            if file.is_file() {
+                partner_confs
+                    .push(std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
+            }
+        }
+    }
+    Ok(NodeFiles { store, conf, partner_confs, certificate })
 }
 
 fn make_bundle(args: &BundleArgs) -> Result<()> {
@@ -152,7 +165,12 @@ fn make_bundle(args: &BundleArgs) -> Result<()> {
     let nodes = args.node_dirs.iter().map(|d| read_node_dir(d)).collect::<Result<Vec<_>>>()?;
     let sides: Vec<Side<'_>> = nodes
         .iter()
-        .map(|n| Side { store: &*n.store, conf: &n.conf, node_certificate: n.certificate.as_deref() })
+        .map(|n| Side {
+            store: &*n.store,
+            conf: &n.conf,
+            node_certificate: n.certificate.as_deref(),
+            partner_confs: &n.partner_confs,
+        })
         .collect();
     let exchanges: Vec<ExchangeRef> = args
         .exchange

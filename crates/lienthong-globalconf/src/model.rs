@@ -169,6 +169,38 @@ impl AccessGrant {
 }
 
 impl GlobalConf {
+    /// Adds what a federation partner's configuration says of its own instance: its members,
+    /// nodes, services and its own CA (a partner speaks for no one else). Version, expiry,
+    /// grants, groups, keys and everything else stay this configuration's: a provider's
+    /// instance alone decides who may call it.
+    pub fn add_partner(&mut self, partner: &GlobalConf) {
+        let theirs = &partner.instance;
+        let mine = |i: &InstanceId| i == theirs;
+        self.members.extend(
+            partner.members.iter().filter(|(id, _)| mine(&id.instance)).map(|(k, v)| (k.clone(), v.clone())),
+        );
+        self.nodes.extend(
+            partner
+                .nodes
+                .iter()
+                .filter(|(id, _)| mine(&id.owner.instance))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        self.services.extend(
+            partner
+                .services
+                .iter()
+                .filter(|(id, _)| mine(&id.subsystem.member.instance))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        for ca in &partner.approved_cas {
+            let own_ca = matches!(ca.identity(), Ok(lienthong_pki::Identity::Ca(i)) if i == *theirs);
+            if own_ca && !self.approved_cas.contains(ca) {
+                self.approved_cas.push(ca.clone());
+            }
+        }
+    }
+
     /// A configuration with nothing in it (version 0, expired at the epoch): what a node trusts
     /// before its first real one, and a base for configurations built by hand in tests.
     pub fn empty(instance: InstanceId) -> Self {

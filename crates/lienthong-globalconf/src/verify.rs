@@ -1,5 +1,6 @@
 //! Checking a downloaded configuration against the anchor.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lienthong_proto::convert::decode;
@@ -22,6 +23,9 @@ pub struct VerifiedConf {
     pub bytes: Vec<u8>,
     /// The key that signed it (the first trusted one, when several did).
     pub signed_by: ConfKey,
+    /// On a node's merged view (see `lienthong_node::federation`): the federation partners'
+    /// verified views whose members, nodes and services were added to `conf`. Empty otherwise.
+    pub partners: Vec<Arc<VerifiedConf>>,
 }
 
 /// Where a held configuration stands at some moment.
@@ -121,5 +125,5 @@ fn verify_with_keys(
     if conf.generated_at > now + MAX_CLOCK_SKEW {
         return Err(ConfError::FromTheFuture { generated_at: conf.generated_at });
     }
-    Ok(VerifiedConf { conf, bytes: bytes.to_vec(), signed_by })
+    Ok(VerifiedConf { conf, bytes: bytes.to_vec(), signed_by, partners: Vec::new() })
 }

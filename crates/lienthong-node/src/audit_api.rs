@@ -425,10 +425,12 @@ async fn evidence(state: &Arc<NodeState>, query: &str) -> Answer {
     let state = state.clone();
     let built = tokio::task::spawn_blocking(move || {
         let store = state.log.log().store().clone();
+        let partner_confs: Vec<Vec<u8>> = conf.partners.iter().map(|p| p.bytes.clone()).collect();
         let side = bundle::Side {
             store: store.as_ref(),
             conf: &conf.bytes,
             node_certificate: Some(state.keys.tls.chain[0].der()),
+            partner_confs: &partner_confs,
         };
         bundle::build(&[side], &[exchange])
     })

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lienthong_globalconf::{Anchor, FederationPartner, Freshness, GlobalConf, VerifiedConf};
-use lienthong_pki::Identity;
 use lienthong_types::InstanceId;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -177,37 +176,17 @@ async fn follow(
     }
 }
 
-/// `own` with the partners' members, nodes, services and approved CAs added. Everything else
-/// (version, expiry, grants, groups, signing keys, registry URLs, the signed bytes) is `own`'s.
+/// `own` with the partners' members, nodes, services and CAs added
+/// ([`GlobalConf::add_partner`]); the partners' views ride along for evidence bundles.
 fn merge(own: &VerifiedConf, partners: &[Arc<VerifiedConf>]) -> VerifiedConf {
     let mut conf = own.conf.clone();
     for p in partners {
-        let theirs = &p.conf;
-        // A partner speaks only for its own instance.
-        let mine = |i: &InstanceId| *i == theirs.instance;
-        conf.members.extend(
-            theirs.members.iter().filter(|(id, _)| mine(&id.instance)).map(|(k, v)| (k.clone(), v.clone())),
-        );
-        conf.nodes.extend(
-            theirs
-                .nodes
-                .iter()
-                .filter(|(id, _)| mine(&id.owner.instance))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        conf.services.extend(
-            theirs
-                .services
-                .iter()
-                .filter(|(id, _)| mine(&id.subsystem.member.instance))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        for ca in &theirs.approved_cas {
-            let own_ca = matches!(ca.identity(), Ok(Identity::Ca(i)) if i == theirs.instance);
-            if own_ca && !conf.approved_cas.contains(ca) {
-                conf.approved_cas.push(ca.clone());
-            }
-        }
+        conf.add_partner(&p.conf);
     }
-    VerifiedConf { conf, bytes: own.bytes.clone(), signed_by: own.signed_by.clone() }
+    VerifiedConf {
+        conf,
+        bytes: own.bytes.clone(),
+        signed_by: own.signed_by.clone(),
+        partners: partners.to_vec(),
+    }
 }

@@ -55,11 +55,18 @@ pub struct Side<'a> {
     /// The node's authentication certificate (DER), if at hand. The log keeps the certificates
     /// that signed its checkpoints, so this is only needed for a log that lost them.
     pub node_certificate: Option<&'a [u8]>,
+    /// The federation partners' signed views the node held (a node keeps them in
+    /// `DIR/conf/partners/INSTANCE/globalconf.bin`): needed when its records carry signatures of
+    /// another instance's members.
+    pub partner_confs: &'a [Vec<u8>],
 }
 
 impl fmt::Debug for Side<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Side").field("conf_bytes", &self.conf.len()).finish_non_exhaustive()
+        f.debug_struct("Side")
+            .field("conf_bytes", &self.conf.len())
+            .field("partner_confs", &self.partner_confs.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,6 +156,7 @@ fn witnessed_text(witnessed: Option<u64>) -> String {
 struct Gathered {
     node: String,
     conf: Vec<u8>,
+    partner_confs: Vec<Vec<u8>>,
     certificate: Vec<u8>,
     checkpoint: log_pb::SignedCheckpoint,
     records: Vec<pb::EvidenceRecord>,
@@ -209,6 +217,7 @@ pub fn build(sides: &[Side<'_>], exchanges: &[ExchangeRef]) -> Result<Vec<u8>, B
             node_certificate: g.certificate,
             checkpoint: Some(g.checkpoint),
             records: g.records,
+            partner_confs: g.partner_confs,
         });
     }
     let bundle = pb::EvidenceBundle {
@@ -320,7 +329,19 @@ fn gather(
             }),
         });
     }
-    Ok(Gathered { node, conf: side.conf.to_vec(), certificate, checkpoint: signed, records: out })
+    // By instance, each once: one canonical order.
+    let mut partner_confs: Vec<(String, Vec<u8>)> =
+        side.partner_confs.iter().map(|bytes| (conf_instance(bytes), bytes.clone())).collect();
+    partner_confs.sort();
+    partner_confs.dedup_by(|a, b| a.0 == b.0);
+    Ok(Gathered {
+        node,
+        conf: side.conf.to_vec(),
+        partner_confs: partner_confs.into_iter().map(|(_, b)| b).collect(),
+        certificate,
+        checkpoint: signed,
+        records: out,
+    })
 }
 
 /// Merges bundles of the same exchanges built from different nodes' logs (each node builds its
@@ -362,4 +383,13 @@ pub fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, BuildError> {
     }
     let bundle = pb::EvidenceBundle { format, exchanges, global_confs, sides: sides.into_values().collect() };
     Ok(bundle.encode_to_vec())
+}
+
+/// The instance a signed configuration is of (empty if it does not decode: verification says why).
+fn conf_instance(bytes: &[u8]) -> String {
+    lienthong_proto::globalconf::v1::SignedGlobalConf::decode(bytes)
+        .ok()
+        .and_then(|s| lienthong_proto::globalconf::v1::GlobalConf::decode(s.conf.as_slice()).ok())
+        .map(|c| c.instance)
+        .unwrap_or_default()
 }

@@ -404,6 +404,10 @@ impl Verifier<'_> {
             }
         };
         let checkpoint = self.check_checkpoint(&subject, side, node.as_ref(), conf, &mut summary);
+        // Records may carry signatures of a federation partner's members: checked against the
+        // side's configuration with the partners' views it carries added, as the node had them.
+        let federated = conf.and_then(|c| self.with_partners(&subject, side, c));
+        let conf = federated.as_ref().or(conf);
 
         let mut out = Vec::with_capacity(side.records.len());
         let mut previous: Option<u64> = None;
@@ -427,6 +431,82 @@ impl Verifier<'_> {
         }
         self.sides.push(summary);
         out
+    }
+
+    /// `conf` with the federation partners' views `side` carries, each verified against the keys
+    /// `conf` announces for that partner; `None` when it carries none.
+    fn with_partners(&mut self, subject: &str, side: &pb::EvidenceSide, conf: &Conf) -> Option<Conf> {
+        if side.partner_confs.is_empty() {
+            return None;
+        }
+        let check = "partner configuration";
+        let mut merged = conf.conf.clone();
+        let mut previous: Option<String> = None;
+        for bytes in &side.partner_confs {
+            let inner = gc_pb::SignedGlobalConf::decode(bytes.as_slice())
+                .ok()
+                .filter(|s| s.encode_to_vec() == *bytes)
+                .and_then(|s| gc_pb::GlobalConf::decode(s.conf.as_slice()).ok());
+            let Some(inner) = inner else {
+                self.fail(
+                    subject,
+                    check,
+                    "a partner configuration is not a signed global configuration in canonical encoding",
+                );
+                continue;
+            };
+            if previous.as_ref().is_some_and(|p| *p >= inner.instance) {
+                self.fail(
+                    subject,
+                    check,
+                    "its partner configurations are not one per instance in instance order",
+                );
+            }
+            previous = Some(inner.instance.clone());
+            let Some(partner) =
+                conf.conf.federation_partners.iter().find(|p| p.instance.as_str() == inner.instance)
+            else {
+                self.fail(
+                    subject,
+                    check,
+                    format!(
+                        "instance {:?} is not a federation partner in configuration version {}",
+                        inner.instance, conf.conf.version
+                    ),
+                );
+                continue;
+            };
+            let anchor = Anchor {
+                instance: partner.instance.clone(),
+                conf_urls: partner.conf_urls.clone(),
+                signing_keys: partner.signing_keys.clone(),
+                generated_at: conf.conf.generated_at,
+            };
+            match verify_ignoring_expiry(bytes, &anchor, from_millis(inner.generated_at_ms)) {
+                Ok(v) => {
+                    merged.add_partner(&v.conf);
+                    self.pass(
+                        subject,
+                        check,
+                        format!(
+                            "version {} of partner instance {}, signed with a key configuration version {} announces for it",
+                            v.conf.version, partner.instance, conf.conf.version
+                        ),
+                    );
+                }
+                Err(e) => self.fail(
+                    subject,
+                    check,
+                    format!(
+                        "the configuration of partner instance {} does not verify: {e}",
+                        partner.instance
+                    ),
+                ),
+            }
+        }
+        let trust = TrustPolicy::new(merged.approved_cas.iter(), merged.registered_nodes())
+            .map_err(|e| e.to_string());
+        Some(Conf { conf: merged, trust, keys: conf.keys.clone() })
     }
 
     /// The checkpoint: the node signed it with the certificate the configuration registers for
