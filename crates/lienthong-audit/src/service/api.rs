@@ -123,6 +123,10 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
     respond(status, "application/json", body)
 }
 
+fn no_configuration() -> Answer {
+    error(StatusCode::SERVICE_UNAVAILABLE, "no_configuration", "no verified global configuration yet")
+}
+
 fn ok_json(value: &impl serde::Serialize) -> Answer {
     match serde_json::to_vec(value) {
         Ok(body) => respond(StatusCode::OK, "application/json", body),
@@ -296,13 +300,7 @@ async fn sharing(service: &AuditService, params: &Params) -> Answer {
         Ok(s) => s,
         Err(e) => return e.into(),
     };
-    let Some(conf) = service.conf() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_configuration",
-            "no verified global configuration yet",
-        );
-    };
+    let Some(conf) = service.conf() else { return no_configuration() };
     let collector = service.collector.clone();
     let report = blocking(move || {
         collector.records(period).map(|records| {
@@ -468,13 +466,7 @@ async fn evidence(service: &AuditService, params: &Params) -> Answer {
         return invalid("message_id", "longer than 1024 bytes").into();
     }
     let request_id = params.get("request_id").map(str::to_owned);
-    let Some(conf) = service.conf() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_configuration",
-            "no verified global configuration yet",
-        );
-    };
+    let Some(conf) = service.conf() else { return no_configuration() };
     let collector = service.collector.clone();
     let id = message_id.clone();
     let Some(Ok(records)) = blocking(move || collector.by_exchange(&id)).await else {
