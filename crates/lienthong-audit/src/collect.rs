@@ -122,6 +122,9 @@ pub struct NodeCoverage {
     pub checkpoint_time_ms: i64,
     pub held: u64,
     pub contiguous_until: u64,
+    /// The end of the last held range: a collector pulls on from here (leaves below it that
+    /// are missing were pruned on the node, or are counted in `gaps`).
+    pub held_until: u64,
     /// Missing leaf ranges below `checkpoint_size`, the first [`MAX_GAPS`].
     pub gaps: Vec<Range<u64>>,
     /// Leaves missing below `checkpoint_size` (all gaps, not only those listed).
@@ -291,6 +294,7 @@ impl Collector {
                 checkpoint_time_ms: checkpoint.timestamp_ms,
                 held: 0,
                 contiguous_until: 0,
+                held_until: 0,
                 gaps: Vec::new(),
                 missing: 0,
             };
@@ -304,6 +308,7 @@ impl Collector {
                 }
                 push_gap(&mut c, next..start.min(checkpoint.size));
                 next = end;
+                c.held_until = end;
             }
             push_gap(&mut c, next..checkpoint.size);
             out.push(c);

@@ -150,7 +150,9 @@ impl AuditService {
         Ok((stored, last))
     }
 
-    /// Where to pull from: the first leaf not held, and the size of the checkpoint held.
+    /// Where to pull from: after the last leaf held (a leaf the node pruned before it was
+    /// collected stays a gap rather than being asked for again every round), and the size of the
+    /// checkpoint held.
     fn position(&self, node: &lienthong_types::NodeId) -> Result<(u64, u64), PullError> {
         let held = match self.collector.held_checkpoint(node)? {
             Some(signed) => Checkpoint::decode(&signed).map(|c| c.size).unwrap_or(0),
