@@ -339,8 +339,8 @@ fn set_up_audit(d: &Path, nodes: &[(&str, u16)]) -> String {
     key
 }
 
-/// Pulls until both nodes reported the exchange (their first witnessed checkpoint may still be
-/// on its way): after each try it waits for the next line any process logs (a checkpoint round
+/// Pulls until both nodes reported the exchange, the provider's records included (their
+/// witnessed checkpoints may still be on their way): after each try it waits for the next line any process logs (a checkpoint round
 /// is logged), at most 250 ms, and for 20 s in all; returns the sharing report.
 fn pull_until_collected(api: &str, key: &str, activity: &mpsc::Receiver<()>) -> serde_json::Value {
     let auth = format!("Authorization: Bearer {key}");
@@ -356,7 +356,10 @@ fn pull_until_collected(api: &str, key: &str, activity: &mpsc::Receiver<()>) -> 
         let both = serde_json::from_str::<serde_json::Value>(&coverage.body).unwrap()["nodes"]
             .as_array()
             .is_some_and(|n| n.iter().filter(|n| n["reported"] == true).count() == 2);
-        if both && calls == Some(serde_json::json!(1)) {
+        // The provider's records may come a checkpoint after the consumer's: the grant's use is
+        // known only from them.
+        let used = report["grants"].get(0).map(|g| g["used"].clone());
+        if both && calls == Some(serde_json::json!(1)) && used == Some(serde_json::json!(1)) {
             return report;
         }
         assert!(Instant::now() < deadline, "not collected in time: {pulled:#?}\n{report:#}");
