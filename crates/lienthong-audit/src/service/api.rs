@@ -339,7 +339,7 @@ async fn coverage(service: &AuditService) -> Answer {
     let Some(Ok(held)) = blocking(move || collector.coverage()).await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "storage", "the coverage could not be read");
     };
-    let status = service.pull_status().await;
+    let status = service.pull_status();
     // Every node the configuration registers, and every node the service pulls, reported or not.
     let mut names: BTreeSet<String> = held.iter().map(|c| c.node.clone()).collect();
     names.extend(service.nodes.iter().map(|n| n.node.to_string()));

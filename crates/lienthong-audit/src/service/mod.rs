@@ -131,7 +131,9 @@ pub struct AuditService {
     auditors: Auditors,
     node_timeout: Duration,
     /// One pull round at a time: rounds from the timer and from the API never interleave.
-    pulling: Mutex<HashMap<String, PullStatus>>,
+    round: Mutex<()>,
+    /// The last pull of each node; read by coverage while a round runs.
+    status: std::sync::Mutex<HashMap<String, PullStatus>>,
 }
 
 /// The last pull of one node, for coverage.
@@ -162,7 +164,8 @@ impl AuditService {
             credentials: setup.credentials,
             auditors: setup.auditors,
             node_timeout: setup.node_timeout,
-            pulling: Mutex::new(HashMap::new()),
+            round: Mutex::new(()),
+            status: std::sync::Mutex::new(HashMap::new()),
         })
     }
 

@@ -76,11 +76,12 @@ pub struct PullReport {
 impl AuditService {
     /// One round: every configured node, one after the other.
     pub async fn pull_all(&self) -> Vec<PullReport> {
-        let mut status = self.pulling.lock().await;
+        let _round = self.round.lock().await;
         let mut reports = Vec::with_capacity(self.nodes.len());
         for source in &self.nodes {
             let outcome = self.pull_node(source).await;
             let now = format_time(lienthong_globalconf::to_millis(SystemTime::now()));
+            let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let entry = status.entry(source.node.to_string()).or_insert_with(PullStatus::default);
             entry.last_attempt.clone_from(&now);
             match &outcome {
@@ -95,8 +96,8 @@ impl AuditService {
         reports
     }
 
-    pub(super) async fn pull_status(&self) -> std::collections::HashMap<String, PullStatus> {
-        self.pulling.lock().await.clone()
+    pub(super) fn pull_status(&self) -> std::collections::HashMap<String, PullStatus> {
+        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     async fn pull_node(&self, source: &NodeSource) -> Result<(u64, Option<IngestReport>), PullError> {
