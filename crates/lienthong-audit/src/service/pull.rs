@@ -82,7 +82,7 @@ impl AuditService {
             let outcome = self.pull_node(source).await;
             let now = format_time(lienthong_globalconf::to_millis(SystemTime::now()));
             let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = status.entry(source.node.to_string()).or_insert_with(PullStatus::default);
+            let entry = status.entry(source.node.to_string()).or_default();
             entry.last_attempt.clone_from(&now);
             match &outcome {
                 Ok(_) => {
