@@ -61,6 +61,10 @@ pub(crate) struct ServeArgs {
     config: PathBuf,
     #[command(flatten)]
     passphrase: Passphrase,
+    /// Benchmarks only: make and check no signatures and write no message-log records of
+    /// exchanges, so nothing this node carries is evidence. Never for real traffic.
+    #[arg(long, hide = true)]
+    benchmark_transport_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +145,14 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let passphrase = a.passphrase.read()?;
     let keys = NodeHome::new(&config.data_dir).open(passphrase.as_deref())?;
     let listeners = Listeners::bind(&config).await?;
-    let node = NodeHandle::start(config, keys, listeners, StartOptions::default()).await?;
+    if a.benchmark_transport_only {
+        eprintln!(
+            "WARNING: --benchmark-transport-only: this node neither signs nor logs exchanges; \
+             for benchmarks only, never for real traffic"
+        );
+    }
+    let options = StartOptions { transport_only: a.benchmark_transport_only, ..Default::default() };
+    let node = NodeHandle::start(config, keys, listeners, options).await?;
     if let Some(a) = node.http {
         println!("r1 (HTTP): http://{a}/r1/...");
     }
@@ -210,6 +221,29 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_benchmark_transport_only_flag_parses_and_is_hidden() {
+        use clap::{CommandFactory, Parser};
+        let serve = |extra: &[&str]| {
+            let args = [&["lienthong", "node", "serve", "--config", "node.toml"], extra].concat();
+            match crate::Cli::try_parse_from(args).expect("parses").command {
+                crate::Command::Node(NodeCommand::Serve(a)) => a,
+                other => panic!("not node serve: {other:?}"),
+            }
+        };
+        assert!(!serve(&[]).benchmark_transport_only, "off by default");
+        assert!(serve(&["--benchmark-transport-only"]).benchmark_transport_only);
+        let mut cli = crate::Cli::command();
+        let help = cli
+            .find_subcommand_mut("node")
+            .and_then(|n| n.find_subcommand_mut("serve"))
+            .expect("node serve")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--config"), "{help}");
+        assert!(!help.contains("transport"), "hidden from --help: {help}");
+    }
 
     #[test]
     fn durations() {

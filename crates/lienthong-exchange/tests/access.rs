@@ -50,7 +50,7 @@ fn a_granted_call_is_admitted_with_its_grant() {
             client: cons(),
             service: service(PETS),
             grant_id: Some("g-pets".into()),
-            signer: f.a.cert.fingerprint(),
+            signer: Some(f.a.cert.fingerprint()),
         }
     );
     // The other provider node admits it as well; so does a node the client pinned.
@@ -473,4 +473,30 @@ fn a_pinned_node_must_host_the_service_and_be_open() {
     f.node_mut(NODE_B1).maintenance = true;
     assert_eq!(pinned(&f, NODE_B1), Err(Fault::ClientMaintenanceMode));
     assert_eq!(pinned(&f, NODE_B2), Ok(vec![NODE_B2.to_owned()]));
+}
+
+#[test]
+fn admission_without_the_signature_check_makes_every_other_check() {
+    // The node's benchmark-only transport-only mode: an unsigned request is admitted, with no
+    // signer, but sender, hosting, clock and grant are checked as always.
+    let f = Fixture::new();
+    let without = |own: &str, peer: &str, env: &pb::RequestEnvelope| {
+        access::admit_without_signature(&f.conf, &node(own), &node(peer), env, f.now, SKEW)
+    };
+    let unsigned = f.unsigned_request(PETS);
+    assert_eq!(unsigned.signature, None);
+    let a = without(NODE_B1, NODE_A, &unsigned).unwrap();
+    assert_eq!((a.grant_id.as_deref(), a.signer), (Some("g-pets"), None));
+    // `admit` itself still refuses it.
+    refused(admit(&f, &unsigned), Fault::ServerMissingSignature, "no signature");
+
+    refused(without(NODE_B1, NODE_B2, &unsigned), Fault::ServerSslAuthenticationFailed, "as its sender");
+    refused(without(NODE_B3, NODE_A, &unsigned), Fault::ServerUnknownService, "not hosted on this node");
+    let mut late = f.unsigned_request(PETS);
+    late.created_at_ms = to_millis(f.now) - 3_600_000;
+    refused(without(NODE_B1, NODE_A, &late), Fault::ClockSkew, "by 3600 s");
+    let mut post = f.unsigned_request(PETS);
+    post.method = "POST".into();
+    post.path = "/pets".into();
+    refused(without(NODE_B1, NODE_A, &post), Fault::AccessDenied, "may not call POST /pets");
 }

@@ -109,6 +109,10 @@ async fn refuse(
         }
     };
     tracing::info!(%code, %detail, message = %reject.message, "consumer refused an exchange");
+    // Transport-only mode (benchmarks) writes no records, refusals included.
+    if state.transport_only {
+        return error_response(&code, status, &reject.message, detail, accept);
+    }
     let fault =
         types_pb::Fault { code: code.clone(), message: reject.message.clone(), detail: detail.to_owned() };
     let path = known.target.as_ref().map(|t| t.rest.clone()).unwrap_or_default();
@@ -383,13 +387,16 @@ async fn exchange(
         body_length: body.len(),
         ..Default::default()
     };
-    envelope::sign_request(&mut env, Signer { key, certificate: cert })
-        .map_err(|_| plain(Reject::new(Fault::ClientInternalError, "the request could not be signed")))?;
+    // Transport-only mode (benchmarks): the request travels unsigned and unlogged.
+    if !state.transport_only {
+        envelope::sign_request(&mut env, Signer { key, certificate: cert })
+            .map_err(|_| plain(Reject::new(Fault::ClientInternalError, "the request could not be signed")))?;
+        let env_bytes = prost::Message::encode_to_vec(&env);
+        let rec = record::request_record(&env, &env_bytes, Role::Consumer, own, None, state.now(), None);
+        state.log.append(rec, Some(&body), client.subsystem(), Side::Consumer).await.map_err(plain)?;
+        known.logged_request = true;
+    }
     let env_header = envelope::to_header(&env);
-    let env_bytes = prost::Message::encode_to_vec(&env);
-    let rec = record::request_record(&env, &env_bytes, Role::Consumer, own, None, state.now(), None);
-    state.log.append(rec, Some(&body), client.subsystem(), Side::Consumer).await.map_err(plain)?;
-    known.logged_request = true;
     let expected_hash = request_hash(
         env.method.as_str(),
         &path_and_query(&target),
@@ -502,7 +509,10 @@ async fn receive(
     let Ok(service) = required::<types_pb::ServiceId>(req.service.clone(), "service") else {
         return Err(inconsistent("the request has no service"));
     };
-    envelope::verify_response(&env, &service.subsystem.member, gc, state.now()).map_err(plain)?;
+    // Transport-only mode (benchmarks): the provider node signs nothing either.
+    if !state.transport_only {
+        envelope::verify_response(&env, &service.subsystem.member, gc, state.now()).map_err(plain)?;
+    }
     let length = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -524,18 +534,21 @@ async fn receive(
         Fault::ClientInvalidSignatureValue,
     )
     .map_err(plain)?;
-    let rec = record::response_record(
-        req,
-        &env,
-        &env_bytes,
-        Role::Consumer,
-        &state.keys.node,
-        Some(peer),
-        state.now(),
-    );
     let client: Option<ClientId> = required(req.client.clone(), "client").ok();
-    let subsystem = client.as_ref().and_then(ClientId::subsystem);
-    state.log.append(rec, Some(&body), subsystem, Side::Consumer).await.map_err(plain)?;
+    // Transport-only mode (benchmarks): released unlogged.
+    if !state.transport_only {
+        let rec = record::response_record(
+            req,
+            &env,
+            &env_bytes,
+            Role::Consumer,
+            &state.keys.node,
+            Some(peer),
+            state.now(),
+        );
+        let subsystem = client.as_ref().and_then(ClientId::subsystem);
+        state.log.append(rec, Some(&body), subsystem, Side::Consumer).await.map_err(plain)?;
+    }
 
     let mut resp = Response::new(body.clone().into_body());
     *resp.status_mut() = u16::try_from(env.status)

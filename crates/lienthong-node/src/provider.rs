@@ -81,7 +81,12 @@ async fn serve(
         return Err(Reject::new(Fault::ServerMaintenanceMode, "this node is in maintenance"));
     }
     let now = state.now();
-    let admitted = access::admit(gc, own, peer, env, now, state.max_skew())?;
+    // Transport-only mode (benchmarks): the consumer node signs nothing; the rest is checked.
+    let admitted = if state.transport_only {
+        access::admit_without_signature(gc, own, peer, env, now, state.max_skew())?
+    } else {
+        access::admit(gc, own, peer, env, now, state.max_skew())?
+    };
     let replayed = !state.replay.first_time(&env.request_id, to_millis(now))
         || (env.created_at_ms < state.started_at_ms && logged_before(state, env));
     if replayed {
@@ -108,17 +113,20 @@ async fn serve(
         Fault::ServerInvalidSignatureValue,
     )?;
     let subsystem = admitted.service.subsystem.clone();
-    let rec = record::request_record(
-        env,
-        env_bytes,
-        Role::Provider,
-        own,
-        Some(peer),
-        state.now(),
-        admitted.grant_id.as_deref(),
-    );
-    state.log.append(rec, Some(&body), Some(&subsystem), Side::Provider).await?;
-    *logged = true;
+    // Transport-only mode (benchmarks): served unlogged.
+    if !state.transport_only {
+        let rec = record::request_record(
+            env,
+            env_bytes,
+            Role::Provider,
+            own,
+            Some(peer),
+            state.now(),
+            admitted.grant_id.as_deref(),
+        );
+        state.log.append(rec, Some(&body), Some(&subsystem), Side::Provider).await?;
+        *logged = true;
+    }
 
     let target = R1Target {
         service: admitted.service.clone(),
@@ -150,6 +158,10 @@ async fn serve(
         body_length: out.len(),
         ..Default::default()
     };
+    // Transport-only mode (benchmarks): answered unsigned and unlogged.
+    if state.transport_only {
+        return Ok(Answer { env: resp, body: out });
+    }
     let (key, cert) = state.keys.signing.get(&admitted.service.subsystem.member).ok_or_else(|| {
         Reject::new(Fault::ServerInternalError, "this node holds no signing key for the provider")
     })?;
@@ -313,8 +325,10 @@ async fn refuse(
         &state.keys.node,
         state.now(),
     );
-    if let Err(failed) =
-        state.log.append(rec, None, service.as_ref().map(|s| &s.subsystem), Side::Provider).await
+    // Transport-only mode (benchmarks) writes no records, refusals included.
+    if !state.transport_only
+        && let Err(failed) =
+            state.log.append(rec, None, service.as_ref().map(|s| &s.subsystem), Side::Provider).await
     {
         reject = failed;
         fault = lienthong_exchange::error_body::to_pb(&reject, detail);
@@ -331,7 +345,9 @@ async fn refuse(
         body_sha256: SpooledBody::from_bytes(Bytes::new()).sha256().to_vec(),
         ..Default::default()
     };
-    if let Some((key, cert)) = service.as_ref().and_then(|s| state.keys.signing.get(&s.subsystem.member)) {
+    // Transport-only mode (benchmarks) signs nothing.
+    let signing = service.as_ref().and_then(|s| state.keys.signing.get(&s.subsystem.member));
+    if let Some((key, cert)) = signing.filter(|_| !state.transport_only) {
         let _ = envelope::sign_response(&mut resp, Signer { key, certificate: cert });
     }
     respond(Answer { env: resp, body: SpooledBody::from_bytes(Bytes::new()) })

@@ -89,11 +89,18 @@ pub struct StartOptions {
     /// Who witnesses checkpoints; by default the registry named in the global configuration.
     pub witness: Option<Arc<dyn Witness>>,
     pub conf_poll_interval: Option<Duration>,
+    /// **Benchmark only**: carry exchanges without the evidence. The node makes and checks no
+    /// signatures on envelopes and writes no message-log records of the exchanges it carries
+    /// (requests, responses, refusals), so nothing it carries is evidence of anything. Every
+    /// other check (client authentication, routing, access grants, body and response
+    /// consistency) still applies. A normal node refuses this node's unsigned envelopes. Never
+    /// for real traffic.
+    pub transport_only: bool,
 }
 
 impl std::fmt::Debug for StartOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StartOptions").finish_non_exhaustive()
+        f.debug_struct("StartOptions").field("transport_only", &self.transport_only).finish_non_exhaustive()
     }
 }
 
@@ -321,6 +328,7 @@ impl NodeHandle {
             limits,
             next_node: AtomicUsize::new(0),
             started_at_ms: to_millis(clock_now),
+            transport_only: options.transport_only,
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -350,6 +358,13 @@ impl NodeHandle {
             tasks.spawn(accept_loop(state.clone(), l, consumer_tls, stopped.clone()));
         }
         tracing::info!(node = %state.keys.node, ?http_addr, ?https_addr, %peer_addr, "node started");
+        if state.transport_only {
+            tracing::warn!(
+                node = %state.keys.node,
+                "transport-only mode: this node neither signs nor logs exchanges; for benchmarks only, \
+                 never for real traffic"
+            );
+        }
         Ok(Self {
             http: http_addr,
             https: https_addr,

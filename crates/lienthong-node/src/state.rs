@@ -55,6 +55,9 @@ pub(crate) struct NodeState {
     pub next_node: AtomicUsize,
     /// When this process started serving: the replay memory is empty before then.
     pub started_at_ms: i64,
+    /// Benchmark only ([`crate::StartOptions::transport_only`]): no signatures made or checked,
+    /// no exchange records written.
+    pub transport_only: bool,
 }
 
 impl NodeState {

@@ -172,6 +172,9 @@ pub struct TestNode {
     pub handle: Option<NodeHandle>,
     /// Added to the topology clock for this node only.
     pub skew: Arc<AtomicI64>,
+    /// Whether the node runs in the benchmark-only transport-only mode (see
+    /// [`Topology::restart_transport_only`]); kept across restarts.
+    pub transport_only: bool,
 }
 
 impl std::fmt::Debug for TestNode {
@@ -362,7 +365,7 @@ impl Topology {
         let outcome = within(home.init(&opts)).await.expect("node init");
         assert!(outcome.is_complete(), "node init incomplete: {outcome:?}");
         let skew = Arc::new(AtomicI64::new(0));
-        let mut node = TestNode { id: spec.id, home, config, handle: None, skew };
+        let mut node = TestNode { id: spec.id, home, config, handle: None, skew, transport_only: false };
         Self::start_on(&mut node, clock, listeners).await;
         node
     }
@@ -372,6 +375,7 @@ impl Topology {
         let options = StartOptions {
             clock: Some(clock.for_node(node.skew.clone())),
             conf_poll_interval: Some(Duration::from_secs(3600)),
+            transport_only: node.transport_only,
             ..Default::default()
         };
         let handle = within(NodeHandle::start(node.config.clone(), keys, listeners, options))
@@ -392,6 +396,14 @@ impl Topology {
         let clock = self.clock.clone();
         Self::start_on(node, &clock, listeners).await;
         self.sync().await;
+    }
+
+    /// Restarts node `i` on the same ports and directory in the node's benchmark-only
+    /// transport-only mode (`StartOptions::transport_only`: no signatures, no exchange records)
+    /// when `transport_only`, or back in the normal mode; later restarts keep the setting.
+    pub async fn restart_transport_only(&mut self, i: usize, transport_only: bool) {
+        self.nodes[i].transport_only = transport_only;
+        self.restart(i).await;
     }
 
     /// Stops node `i` (its ports close; peers fail over).
@@ -682,6 +694,7 @@ impl Topology {
             clock: Some(self.clock.for_node(node.skew.clone())),
             conf_poll_interval: Some(poll),
             log_store,
+            transport_only: node.transport_only,
             ..Default::default()
         };
         let handle = within(NodeHandle::start(node.config.clone(), keys, listeners, options))
