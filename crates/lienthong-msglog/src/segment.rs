@@ -299,6 +299,9 @@ fn read_node(db: &Database, level: u8, index: u64) -> Result<Option<Hash>, LogEr
     .transpose()
 }
 
+/// Batches of fewer records are written and synced on the writer thread itself.
+const INLINE_SYNC_BELOW: usize = 8;
+
 /// A batch's frames to write at `at` in `file` and `fdatasync`.
 struct SyncJob {
     file: Arc<File>,
@@ -755,19 +758,27 @@ impl LogStore for SegmentStore {
         // fail, the index already names the batch and the page cache state is unknown: the
         // store refuses everything until reopened (which reverts the index to its last durable
         // commit and cuts any torn tail).
-        let pending = (!frames.is_empty())
-            .then(|| self.syncer.submit(SyncJob { file: w.active.clone(), at: w.active_len, frames }))
+        // A small batch indexes in less time than the hand-over to the sync thread and back
+        // costs (two context switches): it is written and synced here, after its index.
+        let inline = entries.len() < INLINE_SYNC_BELOW;
+        let mut frames = Some(frames);
+        let pending = frames
+            .take_if(|f| !f.is_empty() && !inline)
+            .map(|frames| self.syncer.submit(SyncJob { file: w.active.clone(), at: w.active_len, frames }))
             .transpose()?;
         let indexed = write_tx(&self.db, false).and_then(|tx| {
             index_batch(&tx, first, entries, &locations, nodes, after)?;
             tx.commit().map_err(st)
         });
-        let (written, frames_len) = match pending {
-            Some(done) => match done.recv() {
+        let (written, frames_len) = match (pending, frames) {
+            (Some(done), _) => match done.recv() {
                 Ok((result, len)) => (result, len),
                 Err(_) => (Err(std::io::Error::other("the segment sync thread is gone")), 0),
             },
-            None => (Ok(()), 0),
+            (None, Some(f)) if !f.is_empty() => {
+                (w.active.write_all_at(&f, w.active_len).and_then(|()| w.active.sync_data()), f.len() as u64)
+            }
+            (None, _) => (Ok(()), 0),
         };
         if let Err(e) = written {
             let why = format!("segment {}: {e}", segment_name(w.active_first));
