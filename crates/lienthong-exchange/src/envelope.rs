@@ -7,12 +7,14 @@
 //! body's SHA-256 and length (`digest_version` 1). The signer's certificate travels inside, so
 //! a log record that keeps the envelope verifies offline.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use lienthong_globalconf::{GlobalConf, MemberStatus, algorithm_from_wire, algorithm_to_wire};
-use lienthong_pki::{Certificate, Fingerprint, Identity, PrivateKey, SignatureError};
+use lienthong_pki::{CertError, CertInfo, Certificate, Fingerprint, Identity, PrivateKey, SignatureError};
 use lienthong_proto::exchange::v1 as pb;
 use lienthong_proto::types::v1 as types_pb;
 use lienthong_types::{Fault, MemberId};
@@ -128,13 +130,11 @@ fn verify(
     if digest_version != DIGEST_VERSION {
         return Err(bad("unsupported digest version"));
     }
-    let cert =
-        Certificate::from_der(cert_der.to_vec()).map_err(|_| bad("the signer certificate is malformed"))?;
-    let fingerprint = cert.fingerprint();
+    let fingerprint = Fingerprint::of(cert_der);
+    let info = signer_info(fingerprint, cert_der).map_err(|_| bad("the signer certificate is malformed"))?;
     if sig.signer_sha256 != fingerprint.0 {
         return Err(bad("the signature names another certificate"));
     }
-    let info = cert.info().map_err(|_| bad("the signer certificate is malformed"))?;
     if info.identity != Identity::Member(expected.clone()) {
         return Err(SignatureProblem::Invalid(format!("the signer is not member {expected}")));
     }
@@ -159,6 +159,28 @@ fn verify(
         .map_err(|_| bad("the signature does not verify"))?;
     Ok(fingerprint)
 }
+
+/// The parsed certificate with this fingerprint (the SHA-256 of `der`). A node sees the same few
+/// signing certificates on every exchange, and parsing one costs about half as much as
+/// verifying the signature it carries, so parses are kept (at most [`SIGNER_CACHE`]; the cache
+/// starts again when full). Validity is still checked on every use.
+fn signer_info(fingerprint: Fingerprint, der: &[u8]) -> Result<Arc<CertInfo>, CertError> {
+    static CACHE: OnceLock<Mutex<HashMap<Fingerprint, Arc<CertInfo>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(info) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(&fingerprint) {
+        return Ok(info.clone());
+    }
+    let info = Arc::new(Certificate::from_der(der.to_vec())?.info()?);
+    let mut cached = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cached.len() >= SIGNER_CACHE {
+        cached.clear();
+    }
+    cached.insert(fingerprint, info.clone());
+    Ok(info)
+}
+
+/// How many parsed signer certificates [`signer_info`] keeps.
+const SIGNER_CACHE: usize = 1024;
 
 fn on_side(problem: SignatureProblem, missing: Fault, invalid: Fault) -> Reject {
     match problem {

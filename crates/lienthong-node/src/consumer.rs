@@ -71,7 +71,6 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
         return crate::audit_api::handle(state, req, conn).await;
     }
     let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let detail = new_detail();
     let method = req.method().as_str().to_owned();
     let mut known = Known::default();
     let result = if path == "/listClients" {
@@ -82,6 +81,8 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
     match result {
         Ok(resp) => resp,
         Err((reject, relayed)) => {
+            // Made only for a refusal: a UUID costs a getrandom call.
+            let detail = new_detail();
             refuse(&state, &reject, relayed.as_ref(), &detail, &method, &known, accept.as_deref()).await
         }
     }

@@ -37,7 +37,6 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, peer: 
         *resp.status_mut() = http::StatusCode::NOT_FOUND;
         return resp;
     }
-    let detail = new_detail();
     let decoded: Result<(ex::RequestEnvelope, Vec<u8>), Reject> = envelope::from_header(
         req.headers().get(ENVELOPE_HEADER).map(HeaderValue::as_bytes),
         Fault::InvalidMessage,
@@ -46,13 +45,13 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, peer: 
         Ok(d) => d,
         Err(reject) => {
             let empty = ex::RequestEnvelope::default();
-            return refuse(&state, &empty, &peer, &reject, &detail, false).await;
+            return refuse(&state, &empty, &peer, &reject, &new_detail(), false).await;
         }
     };
     let mut logged = false;
     match serve(&state, req, &env, &env_bytes, &peer, &mut logged).await {
         Ok(answer) => respond(answer),
-        Err(reject) => refuse(&state, &env, &peer, &reject, &detail, logged).await,
+        Err(reject) => refuse(&state, &env, &peer, &reject, &new_detail(), logged).await,
     }
 }
 
