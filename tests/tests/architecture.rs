@@ -115,7 +115,8 @@ fn crate_layering_follows_the_brief() {
     }
     for name in deps.keys().filter(|n| n.starts_with("lienthong-")) {
         let known = allowed.iter().any(|(n, _)| n == name)
-            || ["lienthong-cli", "lienthong-testkit", "lienthong-tests", "lienthong-bench"].contains(&name.as_str());
+            || ["lienthong-cli", "lienthong-testkit", "lienthong-tests", "lienthong-bench"]
+                .contains(&name.as_str());
         assert!(known, "{name} is not in the layering table: add it here and to ARCHITECTURE.md");
     }
 }

@@ -84,6 +84,9 @@ pub(crate) struct RunArgs {
     pub sizes: Vec<u64>,
     #[arg(long, value_enum, default_value = "split")]
     pub pin: Pin,
+    /// Which topologies to run (ratios need B and the other one; for profiling one alone).
+    #[arg(long, value_delimiter = ',', default_value = "A,B,C,D")]
+    pub topologies: Vec<String>,
     /// The `lienthong` binary (default: next to this one).
     #[arg(long, value_name = "FILE")]
     pub lienthong: Option<PathBuf>,
