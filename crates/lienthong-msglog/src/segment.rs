@@ -102,13 +102,25 @@ pub struct SegmentConfig {
     pub durable_every_batches: u32,
     /// ...and at least this often (checked on append).
     pub durable_every: Duration,
+    /// The index's page cache. redb's own default is 1 GiB, which a node's resident memory
+    /// grows into as its log grows; the index is written at its tail and read by key, so a
+    /// small cache holds what is hot.
+    pub index_cache_bytes: usize,
 }
 
 impl Default for SegmentConfig {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20, durable_every_batches: 256, durable_every: Duration::from_secs(1) }
+        Self {
+            segment_bytes: 64 << 20,
+            durable_every_batches: 64,
+            durable_every: Duration::from_millis(250),
+            index_cache_bytes: DEFAULT_INDEX_CACHE,
+        }
     }
 }
+
+/// See [`SegmentConfig::index_cache_bytes`]; measured in `docs/performance.md`.
+pub const DEFAULT_INDEX_CACHE: usize = 16 << 20;
 
 fn st<E: std::fmt::Display>(e: E) -> LogError {
     LogError::storage(e)
@@ -429,7 +441,10 @@ impl SegmentStore {
             sync_dir(dir)?;
         }
         let index_path = dir.join(INDEX_FILE);
-        let db = Database::create(&index_path).map_err(|e| io_redb(&index_path, e))?;
+        let db = Database::builder()
+            .set_cache_size(config.index_cache_bytes)
+            .create(&index_path)
+            .map_err(|e| io_redb(&index_path, e))?;
         {
             let tx = db.begin_write().map_err(st)?;
             tx.open_table(META).map_err(st)?;
