@@ -205,9 +205,9 @@ pub(crate) async fn run(
 
     // The backend, with the load generator.
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let exe_s = backend_addr.to_string();
+    let listen = backend_addr.to_string();
     let mut backend =
-        Proc::start("backend", &exe, &["backend", "--listen", &exe_s], load_cpu, &dir.join("backend.log"))?;
+        Proc::start("backend", &exe, &["backend", "--listen", &listen], load_cpu, &dir.join("backend.log"))?;
     wait_listening(&mut backend, backend_addr, Duration::from_secs(10))?;
 
     eprintln!("• starting nginx (B)");
