@@ -24,7 +24,9 @@ pub mod witness;
 
 pub use archive::{ARCHIVE_FORMAT, ArchiveReport, ExportError, export, verify_archive, verify_archive_bytes};
 pub use error::LogError;
-pub use log::{Appended, CheckpointSigner, Head, LogConfig, MessageLog};
+pub use log::{
+    Appended, CheckpointSigner, Failing, Head, LogConfig, LogHealth, MessageLog, RETRY_FIRST, RETRY_MAX,
+};
 pub use record::{BodyPolicy, Entry};
 pub use segment::{SegmentConfig, SegmentStore};
 pub use store::{LOG_FILE, LogStore, MemStore, RedbStore, open_existing};

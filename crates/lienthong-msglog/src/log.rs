@@ -4,9 +4,16 @@
 //! queued up meanwhile (up to `max_batch`) and writes it as one durable batch: one fsync for the
 //! whole batch, so throughput grows with concurrency while each `append` still returns only once
 //! its record is on disk.
+//!
+//! When a write fails (disk full, I/O error) the batch's appenders hear so and the log is
+//! *failing*: further appends are refused at once, and the writer asks the store to repair
+//! itself ([`LogStore::repair`]) with back-off (from [`RETRY_FIRST`] up to [`RETRY_MAX`]), with
+//! or without traffic, until it succeeds: the log then takes appends again by itself.
+//! [`MessageLog::health`] tells which state it is in, for readiness probes.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 use lienthong_pki::{Certificate, PrivateKey};
 use lienthong_proto::msglog::v1 as pb;
@@ -61,9 +68,44 @@ struct Job {
     reply: oneshot::Sender<Result<Appended, LogError>>,
 }
 
+/// The first wait before a failing log tries to repair its store, doubled after each failed
+/// repair up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between repairs of a failing log.
+pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Whether the log takes appends, for health reporting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogHealth {
+    /// `Some` while writes fail: since when and the last error.
+    pub failing: Option<Failing>,
+    /// Write failures so far (batches refused by the store).
+    pub failures: u64,
+    /// Times the log recovered by itself from failing writes.
+    pub recoveries: u64,
+    /// How long the last outage lasted, from the first failed write to the repair.
+    pub last_outage: Option<Duration>,
+}
+
+/// A failing log's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    pub since: SystemTime,
+    pub error: String,
+    /// Repairs tried since it started failing.
+    pub repairs_tried: u64,
+}
+
 struct Shared {
     store: Arc<dyn LogStore>,
     head: Mutex<Head>,
+    health: Mutex<LogHealth>,
+}
+
+impl Shared {
+    fn health(&self) -> std::sync::MutexGuard<'_, LogHealth> {
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// An open message log. Cheap to share behind an `Arc`; [`MessageLog::close`] waits for the
@@ -96,7 +138,11 @@ impl MessageLog {
                 size - 1
             )));
         }
-        let shared = Arc::new(Shared { store, head: Mutex::new(Head { size, root: frontier.root() }) });
+        let shared = Arc::new(Shared {
+            store,
+            head: Mutex::new(Head { size, root: frontier.root() }),
+            health: Mutex::new(LogHealth::default()),
+        });
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
         let writer_shared = shared.clone();
         let max_batch = config.max_batch.max(1);
@@ -122,6 +168,17 @@ impl MessageLog {
     /// The tree as of the last durable batch.
     pub fn head(&self) -> Head {
         *self.shared.head.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether appends succeed now, with the failure and recovery counts.
+    pub fn health(&self) -> LogHealth {
+        self.shared.health().clone()
+    }
+
+    /// False once the writer thread has ended (it only ends when the log is closed, or if it
+    /// panicked): nothing can be appended any more, only a restart helps.
+    pub fn writer_alive(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| !w.is_finished())
     }
 
     pub fn store(&self) -> &Arc<dyn LogStore> {
@@ -194,15 +251,51 @@ impl Drop for MessageLog {
     }
 }
 
+/// The writer's view of a failing store: when to try a repair next.
+struct Outage {
+    started: Instant,
+    next_repair: Instant,
+    wait: Duration,
+}
+
 fn write_loop(shared: &Shared, mut frontier: Frontier, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = queue.blocking_recv() {
+    let mut outage: Option<Outage> = None;
+    let mut timer = None;
+    loop {
+        let first = match &outage {
+            None => match queue.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+            // Failing: wake for the next repair even without traffic, so that readiness turns
+            // back by itself.
+            Some(o) => match next_job_until(&mut queue, o.next_repair, &mut timer) {
+                Next::Job(job) => job,
+                Next::Closed => return,
+                Next::Timeout => {
+                    try_repair(shared, &mut outage);
+                    continue;
+                }
+            },
+        };
         batch.push(first);
         while batch.len() < max_batch {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        if outage.as_ref().is_some_and(|o| Instant::now() >= o.next_repair) {
+            try_repair(shared, &mut outage);
+        }
+        if outage.is_some() {
+            // Refused at once: the store has not been repaired yet.
+            let message = shared.health().failing.as_ref().map_or_else(String::new, |f| f.error.clone());
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(LogError::Storage(message.clone())));
+            }
+            continue;
         }
         let start = frontier.size();
         let mut next = frontier.clone();
@@ -225,13 +318,76 @@ fn write_loop(shared: &Shared, mut frontier: Frontier, mut queue: mpsc::Receiver
             }
             Err(e) => {
                 // Nothing of the batch was written; every appender hears so (and must not
-                // acknowledge its exchange). The next batch tries again from the same size.
-                tracing::error!(error = %e, records = batch.len(), "log write failed");
+                // acknowledge its exchange). The store is repaired before the next batch.
+                tracing::error!(error = %e, records = batch.len(), "log write failed; retrying with back-off");
                 let message = e.to_string();
+                {
+                    let mut health = shared.health();
+                    health.failures += 1;
+                    health.failing =
+                        Some(Failing { since: SystemTime::now(), error: message.clone(), repairs_tried: 0 });
+                }
+                let now = Instant::now();
+                outage = Some(Outage { started: now, next_repair: now + RETRY_FIRST, wait: RETRY_FIRST });
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(LogError::Storage(message.clone())));
                 }
             }
+        }
+    }
+}
+
+enum Next {
+    Job(Job),
+    Closed,
+    Timeout,
+}
+
+/// Waits for a job until `deadline`. The queue is a tokio channel (appenders are async) and
+/// this is a plain thread: the wait runs on a small runtime of its own, made at the first outage.
+fn next_job_until(
+    queue: &mut mpsc::Receiver<Job>,
+    deadline: Instant,
+    timer: &mut Option<tokio::runtime::Runtime>,
+) -> Next {
+    let rt = match timer {
+        Some(rt) => rt,
+        None => match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => timer.insert(rt),
+            // Without a timer, wait for the next job (or its absence) and try then.
+            Err(_) => return queue.blocking_recv().map_or(Next::Closed, Next::Job),
+        },
+    };
+    let wait = deadline.saturating_duration_since(Instant::now());
+    match rt.block_on(async { tokio::time::timeout(wait, queue.recv()).await }) {
+        Ok(Some(job)) => Next::Job(job),
+        Ok(None) => Next::Closed,
+        Err(_) => Next::Timeout,
+    }
+}
+
+/// Asks the store to repair itself; ends the outage if it did, or schedules the next try.
+fn try_repair(shared: &Shared, outage: &mut Option<Outage>) {
+    let Some(o) = outage.as_mut() else { return };
+    match shared.store.repair() {
+        Ok(()) => {
+            let took = o.started.elapsed();
+            tracing::info!(outage_ms = took.as_millis() as u64, "message log writable again");
+            let mut health = shared.health();
+            health.failing = None;
+            health.recoveries += 1;
+            health.last_outage = Some(took);
+            *outage = None;
+        }
+        Err(e) => {
+            o.wait = (o.wait * 2).min(RETRY_MAX);
+            o.next_repair = Instant::now() + o.wait;
+            let mut health = shared.health();
+            if let Some(f) = health.failing.as_mut() {
+                f.repairs_tried += 1;
+                f.error = e.to_string();
+            }
+            tracing::debug!(error = %e, retry_in_ms = o.wait.as_millis() as u64, "message log still not writable");
         }
     }
 }

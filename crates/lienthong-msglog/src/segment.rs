@@ -15,16 +15,22 @@
 //!
 //! An `append` hands all frames of the batch to a long-lived sync thread, which writes them with
 //! one positional write and `fdatasync`s the segment, while the calling (log writer) thread
-//! writes the batch's index entries in a redb transaction committed with `Durability::None` (no
-//! fsync). `append` returns once both are done: the batch is then durable in its segment. Until
-//! then `size`, `record` and the key queries do not show it (the tree nodes may already be
-//! readable, but `MessageLog` serves proofs only up to its head). Every
-//! [`SegmentConfig::durable_every_batches`] batches or [`SegmentConfig::durable_every`] (checked
-//! on append), on checkpoints, certificates, pruning and on drop, a durable index commit
-//! follows; it is taken under the writer lock, so it never makes durable the index of a batch
-//! whose `fdatasync` has not returned. Should a segment write or `fdatasync` fail, the store
-//! refuses every further write until it is reopened (the page cache state is unknown after a
-//! failed fsync, and the non-durable index already names the batch; reopening reverts it).
+//! builds the batch's index entries in a redb write transaction. That transaction is committed
+//! (with `Durability::None`, no fsync) only once the `fdatasync` has returned, and aborted if the
+//! write failed: the index never names a frame that is not durable, so no later commit (a
+//! periodic durable one, or the one redb makes of pending commits when the database closes on a
+//! clean shutdown) can persist an index past the segments. `append` returns once both are done.
+//! Every [`SegmentConfig::durable_every_batches`] batches or [`SegmentConfig::durable_every`]
+//! (checked on append), on checkpoints, certificates, pruning and on drop, a durable index commit
+//! follows.
+//!
+//! A failed append leaves the store as it was: the active segment is cut back to its
+//! acknowledged length and the index transaction is dropped. If the cut fails, or redb latched
+//! an I/O error (it then refuses every transaction until the database is reopened), appends are
+//! refused until [`LogStore::repair`] succeeds: it cuts the segment, reopens the index if it must
+//! (replaying the segments past its last durable commit, as at open), and checks that the disk
+//! takes writes again. `MessageLog` calls it with back-off, so the log recovers by itself once
+//! space returns, without a restart.
 //!
 //! Recovery at open: redb reverts to its last durable commit, which names the index size it
 //! covers and where its last record ends. The segments are scanned from there: every complete
@@ -43,8 +49,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use lienthong_proto::msglog::v1 as pb;
@@ -92,6 +98,9 @@ const PRUNED_BEFORE: &str = "pruned_before";
 
 /// Frame header: body length and CRC-32.
 const HEADER: usize = 8;
+
+/// What a repair writes (and cuts again) to see that the disk takes writes.
+const REPAIR_PROBE_BYTES: usize = 64 << 10;
 
 /// Tuning of a [`SegmentStore`].
 #[derive(Debug, Clone, Copy)]
@@ -379,8 +388,8 @@ struct Writer {
     position: Position,
     batches_since_durable: u32,
     last_durable: Instant,
-    /// Set when a failed append could not be undone: the segment may hold garbage past the end,
-    /// so no further appends are taken until the store is reopened (which cuts it).
+    /// Set when a failed append could not be undone (the segment may hold garbage past the
+    /// end, or redb latched an I/O error): no further appends are taken until a repair.
     poisoned: Option<String>,
 }
 
@@ -389,7 +398,9 @@ struct Writer {
 pub struct SegmentStore {
     dir: PathBuf,
     segments: PathBuf,
-    db: Database,
+    /// The index; `None` only while [`LogStore::repair`] reopens it (redb holds a lock on the
+    /// file, so the old handle must be gone before the new one opens).
+    db: RwLock<Option<Database>>,
     config: SegmentConfig,
     writer: Mutex<Writer>,
     /// The thread that writes and `fdatasync`s segment frames while the writer indexes.
@@ -398,9 +409,18 @@ pub struct SegmentStore {
     readers: RwLock<BTreeMap<u64, Arc<File>>>,
     size: AtomicU64,
     pruned_before: AtomicU64,
-    /// A segment write failed after the index named its batch: no durable index commit may
-    /// happen any more (see `append`).
-    poisoned: AtomicBool,
+}
+
+/// A read handle of the open index.
+struct Index<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Index<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // `SegmentStore::index` hands out an `Index` only for `Some`.
+        self.0.as_ref().expect("checked when the Index was made")
+    }
 }
 
 impl std::fmt::Debug for SegmentStore {
@@ -440,37 +460,8 @@ impl SegmentStore {
             std::fs::create_dir_all(&segments).map_err(|e| io(&segments, e))?;
             sync_dir(dir)?;
         }
-        let index_path = dir.join(INDEX_FILE);
-        let db = Database::builder()
-            .set_cache_size(config.index_cache_bytes)
-            .create(&index_path)
-            .map_err(|e| io_redb(&index_path, e))?;
-        {
-            let tx = db.begin_write().map_err(st)?;
-            tx.open_table(META).map_err(st)?;
-            tx.open_table(LOCATIONS).map_err(st)?;
-            tx.open_table(NODES).map_err(st)?;
-            tx.open_table(BY_TIME).map_err(st)?;
-            tx.open_table(BY_EXCHANGE).map_err(st)?;
-            tx.open_table(PENDING_EXCHANGE).map_err(st)?;
-            tx.open_table(BY_CLIENT).map_err(st)?;
-            tx.open_table(BY_SERVICE).map_err(st)?;
-            tx.open_table(CHECKPOINTS).map_err(st)?;
-            tx.open_table(CERTIFICATES).map_err(st)?;
-            tx.commit().map_err(st)?;
-        }
-        let (position, pruned_before) = {
-            let tx = db.begin_read().map_err(st)?;
-            let meta = tx.open_table(META).map_err(st)?;
-            let get = |key: &str| -> Result<u64, LogError> {
-                Ok(meta.get(key).map_err(st)?.map_or(0, |v| v.value()))
-            };
-            (
-                Position { size: get(SIZE)?, end_segment: get(END_SEGMENT)?, end_offset: get(END_OFFSET)? },
-                get(PRUNED_BEFORE)?,
-            )
-        };
-
+        let db = open_index(dir, &config)?;
+        let (position, pruned_before) = read_position(&db)?;
         let mut files = list_segments(&segments)?;
         let position = recover(&db, &segments, &mut files, position)?;
         if files.is_empty() {
@@ -499,14 +490,13 @@ impl SegmentStore {
         Ok(Self {
             dir: dir.to_owned(),
             segments,
-            db,
+            db: RwLock::new(Some(db)),
             config,
             writer: Mutex::new(writer),
             syncer: Syncer::start()?,
             readers: RwLock::new(readers),
             size: AtomicU64::new(position.size),
             pruned_before: AtomicU64::new(pruned_before),
-            poisoned: AtomicBool::new(false),
         })
     }
 
@@ -530,17 +520,69 @@ impl SegmentStore {
         Ok(())
     }
 
+    /// The open index, or an error while a repair reopens it.
+    fn index(&self) -> Result<Index<'_>, LogError> {
+        let guard = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(LogError::Storage("the message log's index is being reopened".into()));
+        }
+        Ok(Index(guard))
+    }
+
     /// Cuts what a failed append may have written to the active segment.
     fn undo(w: &mut Writer) {
         if let Err(e) = w.active.set_len(w.active_len).and_then(|()| w.active.sync_data()) {
             tracing::error!(error = %e, "could not cut a failed append from the segment; refusing appends");
-            w.poisoned = Some(format!("a failed append could not be undone ({e}); reopen the log"));
+            w.poisoned = Some(format!("a failed append could not be undone ({e})"));
         }
+    }
+
+    /// Brings the store back to a writable state after a failed append; see the module
+    /// documentation. Cheap when there is nothing to repair.
+    fn repair_locked(&self, w: &mut Writer) -> Result<(), LogError> {
+        let active = self.segments.join(segment_name(w.active_first));
+        // Anything past the acknowledged end is a failed append's.
+        w.active.set_len(w.active_len).and_then(|()| w.active.sync_data()).map_err(|e| io(&active, e))?;
+        // Does the index still take writes? After a latched I/O error redb refuses every
+        // transaction until it is reopened.
+        if let Err(e) = self.durable_commit() {
+            tracing::warn!(error = %e, "the message log's index refuses writes; reopening it");
+            self.reopen_index(w)?;
+        }
+        // Does the disk take writes again? A probe past the end of the active segment, cut
+        // again: without it a store on a full disk would be "repaired" and fail the next batch.
+        let probe = vec![0u8; REPAIR_PROBE_BYTES];
+        let probed = w.active.write_all_at(&probe, w.active_len).and_then(|()| w.active.sync_data());
+        let cut = w.active.set_len(w.active_len).and_then(|()| w.active.sync_data());
+        probed.and(cut).map_err(|e| io(&active, e))?;
+        w.poisoned = None;
+        Ok(())
+    }
+
+    /// Drops and reopens the index, replaying the segments past its last durable commit (as at
+    /// open). It must then cover exactly the acknowledged records.
+    fn reopen_index(&self, w: &mut Writer) -> Result<(), LogError> {
+        let mut slot = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(slot.take());
+        let db = open_index(&self.dir, &self.config)?;
+        let (durable, _) = read_position(&db)?;
+        let mut files = list_segments(&self.segments)?;
+        let position = recover(&db, &self.segments, &mut files, durable)?;
+        if position.size != w.position.size {
+            return Err(LogError::Storage(format!(
+                "the reopened index covers {} records, but {} were acknowledged",
+                position.size, w.position.size
+            )));
+        }
+        *slot = Some(db);
+        tracing::info!(size = position.size, "message log index reopened");
+        Ok(())
     }
 
     /// The records indexed under `key`, in order.
     fn by_key(&self, table: KeyIndex, key: &str) -> Result<Vec<u64>, LogError> {
-        let tx = self.db.begin_read().map_err(st)?;
+        let db = self.index()?;
+        let tx = db.begin_read().map_err(st)?;
         let t = tx.open_table(table).map_err(st)?;
         let mut out = Vec::new();
         // Only durable records (the index may already name the batch being synced).
@@ -551,19 +593,10 @@ impl SegmentStore {
         Ok(out)
     }
 
-    /// Refuses durable index commits once a segment write failed.
-    fn check_healthy(&self) -> Result<(), LogError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(LogError::Storage("a segment write failed; reopen the log".into()));
-        }
-        Ok(())
-    }
-
-    /// A durable write transaction, taken with the writer lock held (so that it never makes
-    /// durable the index of a batch whose fdatasync is still running).
+    /// A durable write transaction, taken with the writer lock held (so that it never races a
+    /// repair that reopens the index).
     fn durable_tx(&self) -> Result<WriteTransaction, LogError> {
-        self.check_healthy()?;
-        write_tx(&self.db, true)
+        write_tx(&*self.index()?, true)
     }
 
     /// A durable commit that changes nothing else (flushes every `Durability::None` commit).
@@ -581,6 +614,40 @@ impl SegmentStore {
 
 fn io_redb(path: &Path, e: impl std::fmt::Display) -> LogError {
     LogError::Storage(format!("{}: {e}", path.display()))
+}
+
+/// Opens (or creates) the index of the store in `dir`, with every table.
+fn open_index(dir: &Path, config: &SegmentConfig) -> Result<Database, LogError> {
+    let index_path = dir.join(INDEX_FILE);
+    let db = Database::builder()
+        .set_cache_size(config.index_cache_bytes)
+        .create(&index_path)
+        .map_err(|e| io_redb(&index_path, e))?;
+    let tx = db.begin_write().map_err(st)?;
+    tx.open_table(META).map_err(st)?;
+    tx.open_table(LOCATIONS).map_err(st)?;
+    tx.open_table(NODES).map_err(st)?;
+    tx.open_table(BY_TIME).map_err(st)?;
+    tx.open_table(BY_EXCHANGE).map_err(st)?;
+    tx.open_table(PENDING_EXCHANGE).map_err(st)?;
+    tx.open_table(BY_CLIENT).map_err(st)?;
+    tx.open_table(BY_SERVICE).map_err(st)?;
+    tx.open_table(CHECKPOINTS).map_err(st)?;
+    tx.open_table(CERTIFICATES).map_err(st)?;
+    tx.commit().map_err(st)?;
+    Ok(db)
+}
+
+/// The index's durable position and prune marker.
+fn read_position(db: &Database) -> Result<(Position, u64), LogError> {
+    let tx = db.begin_read().map_err(st)?;
+    let meta = tx.open_table(META).map_err(st)?;
+    let get =
+        |key: &str| -> Result<u64, LogError> { Ok(meta.get(key).map_err(st)?.map_or(0, |v| v.value())) };
+    Ok((
+        Position { size: get(SIZE)?, end_segment: get(END_SEGMENT)?, end_offset: get(END_OFFSET)? },
+        get(PRUNED_BEFORE)?,
+    ))
 }
 
 /// Replays the segments past the durable index position, cutting a torn tail. Returns the
@@ -740,7 +807,7 @@ impl LogStore for SegmentStore {
     fn append(&self, first: u64, entries: &[Entry], nodes: &[(u8, u64, Hash)]) -> Result<(), LogError> {
         let mut w = self.lock();
         if let Some(why) = &w.poisoned {
-            return Err(LogError::Storage(why.clone()));
+            return Err(LogError::Storage(format!("{why}; waiting for a repair")));
         }
         if first != w.position.size {
             return Err(LogError::Storage(format!("append at {first} but the log has {}", w.position.size)));
@@ -767,12 +834,9 @@ impl LogStore for SegmentStore {
         let durable = w.batches_since_durable + 1 >= self.config.durable_every_batches
             || w.last_durable.elapsed() >= self.config.durable_every;
         // The segment write and its fdatasync (waiting on the disk) run on a helper thread
-        // while this one writes the index (CPU). The index commit is not durable, so it never
-        // outlives a crash without its frames; until the fdatasync returned, `size` (and so
-        // `record`) and the key queries do not show the batch. Should the write or fdatasync
-        // fail, the index already names the batch and the page cache state is unknown: the
-        // store refuses everything until reopened (which reverts the index to its last durable
-        // commit and cuts any torn tail).
+        // while this one builds the index (CPU). The index is committed only once the frames
+        // are durable, and dropped if they are not: it never names a frame that a crash, or the
+        // commit redb makes of pending commits when it closes, could outlive.
         // A small batch indexes in less time than the hand-over to the sync thread and back
         // costs (two context switches): it is written and synced here, after its index.
         let inline = entries.len() < INLINE_SYNC_BELOW;
@@ -781,9 +845,10 @@ impl LogStore for SegmentStore {
             .take_if(|f| !f.is_empty() && !inline)
             .map(|frames| self.syncer.submit(SyncJob { file: w.active.clone(), at: w.active_len, frames }))
             .transpose()?;
-        let indexed = write_tx(&self.db, false).and_then(|tx| {
+        let db = self.index()?;
+        let indexed = write_tx(&db, false).and_then(|tx| {
             index_batch(&tx, first, entries, &locations, nodes, after)?;
-            tx.commit().map_err(st)
+            Ok(tx)
         });
         let (written, frames_len) = match (pending, frames) {
             (Some(done), _) => match done.recv() {
@@ -795,15 +860,19 @@ impl LogStore for SegmentStore {
             }
             (None, _) => (Ok(()), 0),
         };
-        if let Err(e) = written {
-            let why = format!("segment {}: {e}", segment_name(w.active_first));
-            tracing::error!(error = %why, "segment write failed; the log refuses appends until reopened");
-            w.poisoned = Some(format!("{why}; reopen the log"));
-            self.poisoned.store(true, Ordering::Release);
-            return Err(LogError::Storage(why));
-        }
-        if let Err(e) = indexed {
-            // The frames are durable but not indexed: cut them (nothing names them).
+        let committed = match (written, indexed) {
+            (Ok(()), Ok(tx)) => tx.commit().map_err(st),
+            (Err(e), indexed) => {
+                if let Ok(tx) = indexed {
+                    let _ = tx.abort();
+                }
+                Err(LogError::Storage(format!("segment {}: {e}", segment_name(w.active_first))))
+            }
+            (Ok(()), Err(e)) => Err(e),
+        };
+        drop(db);
+        if let Err(e) = committed {
+            // Nothing names what was written: cut it, so the segment ends where the index does.
             Self::undo(&mut w);
             return Err(e);
         }
@@ -832,7 +901,8 @@ impl LogStore for SegmentStore {
             return Ok(None);
         }
         let (segment, offset, len) = {
-            let tx = self.db.begin_read().map_err(st)?;
+            let db = self.index()?;
+            let tx = db.begin_read().map_err(st)?;
             let t = tx.open_table(LOCATIONS).map_err(st)?;
             let run = t.range(..=index).map_err(st)?.next_back().transpose().map_err(st)?;
             run.and_then(|(first, run)| locate(run.value(), index - first.value()))
@@ -867,12 +937,13 @@ impl LogStore for SegmentStore {
     }
 
     fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, LogError> {
-        read_node(&self.db, level, index)
+        read_node(&*self.index()?, level, index)
     }
 
     fn by_exchange(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
         // One read transaction for both tables, so a merge in between cannot hide a record.
-        let tx = self.db.begin_read().map_err(st)?;
+        let db = self.index()?;
+        let tx = db.begin_read().map_err(st)?;
         let size = self.size.load(Ordering::Acquire);
         let mut out = Vec::new();
         let merged = tx.open_table(BY_EXCHANGE).map_err(st)?;
@@ -899,7 +970,8 @@ impl LogStore for SegmentStore {
         if from_ms >= to_ms {
             return Ok(Vec::new());
         }
-        let tx = self.db.begin_read().map_err(st)?;
+        let db = self.index()?;
+        let tx = db.begin_read().map_err(st)?;
         let t = tx.open_table(BY_TIME).map_err(st)?;
         let mut out = Vec::new();
         let size = self.size.load(Ordering::Acquire);
@@ -932,7 +1004,7 @@ impl LogStore for SegmentStore {
     }
 
     fn checkpoints(&self) -> Result<Vec<pb::SignedCheckpoint>, LogError> {
-        store::read_checkpoints(&self.db)
+        store::read_checkpoints(&*self.index()?)
     }
 
     fn put_certificate(&self, der: &[u8]) -> Result<(), LogError> {
@@ -943,7 +1015,12 @@ impl LogStore for SegmentStore {
     }
 
     fn certificates(&self) -> Result<Vec<Vec<u8>>, LogError> {
-        store::read_certificates(&self.db)
+        store::read_certificates(&*self.index()?)
+    }
+
+    fn repair(&self) -> Result<(), LogError> {
+        let mut w = self.lock();
+        self.repair_locked(&mut w)
     }
 
     fn prune(&self, before: u64) -> Result<u64, LogError> {

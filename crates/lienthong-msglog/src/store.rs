@@ -43,6 +43,12 @@ pub trait LogStore: Send + Sync + 'static {
     /// Retention: drops the bytes of records `..before` (leaf hashes and proofs stay). Returns
     /// how many were dropped.
     fn prune(&self, before: u64) -> Result<u64, LogError>;
+    /// After a failed append: brings the store back to where it takes appends (cuts what the
+    /// failed append left, reopens what refuses writes) and checks that the disk takes writes
+    /// again. An error means it does not yet; the log tries again later.
+    fn repair(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 /// Adapts a store to the Merkle functions.

@@ -453,6 +453,8 @@ struct FailingStore {
     hold: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
     /// Every batch the writer tried: (first, records, succeeded).
     batches: Mutex<Vec<(u64, usize, bool)>>,
+    /// Repairs the log asked for.
+    repairs: std::sync::atomic::AtomicU64,
 }
 
 impl LogStore for FailingStore {
@@ -479,7 +481,23 @@ impl LogStore for FailingStore {
     fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, LogError> {
         self.inner.node(level, index)
     }
+    fn repair(&self) -> Result<(), LogError> {
+        self.repairs.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(LogError::Storage("No space left on device (os error 28)".into()));
+        }
+        Ok(())
+    }
     delegate_indexes_to_inner!();
+}
+
+/// Waits (bounded) until the log says it takes appends again.
+async fn until_healthy(log: &MessageLog) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.health().failing.is_some() {
+        assert!(std::time::Instant::now() < deadline, "the log did not recover: {:?}", log.health());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 type AppendFuture = Pin<Box<dyn Future<Output = Result<lienthong_msglog::Appended, LogError>> + Send>>;
@@ -491,7 +509,7 @@ fn queue(fut: &mut AppendFuture) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failed_store_write_fails_every_record_of_the_batch_and_the_next_append_succeeds() {
+async fn failed_store_write_fails_every_record_of_the_batch_and_the_log_recovers_by_itself() {
     let store = Arc::new(FailingStore::default());
     let log = Arc::new(MessageLog::open(store.clone(), LogConfig::default()).unwrap());
     for n in 0..3 {
@@ -532,8 +550,9 @@ async fn failed_store_write_fails_every_record_of_the_batch_and_the_next_append_
     }
     assert_eq!(
         *store.batches.lock().unwrap(),
-        vec![(0, 1, true), (1, 1, true), (2, 1, true), (3, 1, false), (3, 20, false)],
-        "the 20 queued appends were one batch, refused as a whole"
+        vec![(0, 1, true), (1, 1, true), (2, 1, true), (3, 1, false)],
+        "the 20 appends queued behind the failed write were refused without a write: the log \
+         is failing until its store is repaired"
     );
 
     // Nothing was acknowledged or left behind.
@@ -543,8 +562,28 @@ async fn failed_store_write_fails_every_record_of_the_batch_and_the_next_append_
     assert!(store.by_exchange("lost-7").unwrap().is_empty());
     assert!(store.node(0, 3).unwrap().is_none());
 
-    // The disk has room again: the next append lands at the same index, the tree is whole.
+    // While the store is failing, appends are refused without reaching it, and health says so.
+    let failing = log.health().failing.expect("the log reports that it is failing");
+    assert!(failing.error.contains("No space left"), "{failing:?}");
+    assert!(log.writer_alive());
+    let err = log.append(&record("refused-while-failing", 25)).await.unwrap_err();
+    assert!(matches!(err, LogError::Storage(_)), "{err:?}");
+    assert_eq!(store.batches.lock().unwrap().len(), 4, "refused before the store");
+
+    // It keeps trying to repair the store with back-off, without traffic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.repairs.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no repair was tried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(log.health().failing.is_some());
+
+    // The disk has room again: the log recovers by itself (no append needed), the next append
+    // lands at the same index, the tree is whole.
     store.fail.store(false, Ordering::SeqCst);
+    until_healthy(&log).await;
+    let health = log.health();
+    assert_eq!((health.failures, health.recoveries), (1, 1), "{health:?}");
     let again = log.append(&record("retry", 30)).await.unwrap();
     assert_eq!(again.index, 3);
     let (_, root) = recompute(&*store);

@@ -6,6 +6,7 @@
 pub mod audit;
 mod backend;
 pub mod browser;
+pub mod tmpfs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
