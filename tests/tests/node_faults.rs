@@ -4,14 +4,17 @@
 //! `X-Road-Error`, JSON `type`, a `detail` UUID), whether the backend was reached, and what each
 //! node logged.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
+use lienthong_msglog::LogStore as _;
 use lienthong_node::ConfClientError;
 use lienthong_proto::msglog::v1::{Direction, LogRecord, Role};
 use lienthong_testkit::names::*;
+use lienthong_testkit::tmpfs::Tmpfs;
 use lienthong_testkit::{Mode, Topology, node_id, within};
 
 /// A GET of the granted population service from `CONG_DVC`, with a message id to find its
@@ -94,6 +97,13 @@ async fn readyz(t: &Topology, i: usize) -> (u16, String) {
     let req = Request::get("/readyz").body(Full::new(Bytes::new())).unwrap();
     let resp = t.call(i, req).await;
     (resp.status().as_u16(), String::from_utf8_lossy(resp.body()).into_owned())
+}
+
+/// Waits until node `i` says it is ready; callers bound it with `within`.
+async fn until_ready(t: &Topology, i: usize) {
+    while readyz(t, i).await.0 != 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits (briefly sleeping) until `cond` holds; callers bound it with `within`.
@@ -320,7 +330,10 @@ async fn log_write_failure_refuses_then_recovers() {
     let (status, body) = readyz(&t, 0).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("write failed"), "{body}");
+    assert!(body.contains("not ready: the message log cannot write"), "{body}");
     consumer_fault.set(false);
+    // It recovers by itself: the log repairs its store with back-off, without traffic.
+    within(until_ready(&t, 0)).await;
     ok(&t.call(0, get("consumer-log-back", None)).await);
     assert_eq!(of(&t.records(0), "consumer-log-back").len(), 2);
     assert_eq!(readyz(&t, 0).await.0, 200);
@@ -340,6 +353,7 @@ async fn log_write_failure_refuses_then_recovers() {
     assert_eq!(of(&t.records(2), "consumer-log-full-mid").len(), 2, "the provider served and logged it");
     consumer_fault.set(false);
     t.backends[1].set_mode(Mode::Echo);
+    within(until_ready(&t, 0)).await;
 
     // The provider cannot log: its backend is not called; the consumer logs the relayed
     // refusal under the detail the client saw.
@@ -359,7 +373,12 @@ async fn log_write_failure_refuses_then_recovers() {
     );
     let (status, body) = readyz(&t, 1).await;
     assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cannot write"), "{body}");
+    // Liveness stays true: a restart would not free the disk.
+    let live = t.call(1, Request::get("/healthz").body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!(live.status(), 200);
     provider_fault.set(false);
+    within(until_ready(&t, 1)).await;
     ok(&t.call(0, get("provider-log-back", Some(NODE_BCA_1))).await);
     assert_eq!(t.backends[0].hits(), before + 1);
     assert_eq!(of(&t.records(1), "provider-log-back").len(), 2);
@@ -381,6 +400,176 @@ async fn log_write_failure_refuses_then_recovers() {
     assert_eq!(refusal_for(&consumer, &detail).message_id, "provider-log-full-mid");
     provider_fault.set(false);
     t.backends[0].set_mode(Mode::Echo);
+    within(until_ready(&t, 1)).await;
     ok(&t.call(0, get("provider-log-back-2", Some(NODE_BCA_1))).await);
+    within(t.shutdown()).await;
+}
+
+/// Copies a directory tree (the node's log into its new file system).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Restarts node `i` with its log directory on a small tmpfs of its own (what it held is copied
+/// over). `None` where no tmpfs can be mounted (not root, and not required).
+async fn log_on_tmpfs(t: &mut Topology, i: usize, bytes: u64) -> Option<Tmpfs> {
+    let mut mounted = None;
+    let mut possible = true;
+    t.restart_after(i, |dir| {
+        let (log, moved) = (dir.join("log"), dir.join("log.before-tmpfs"));
+        std::fs::rename(&log, &moved).unwrap();
+        mounted = Tmpfs::mount_at(&log, bytes);
+        match &mounted {
+            Some(_) => copy_tree(&moved, &log),
+            None => {
+                std::fs::remove_dir(&log).ok();
+                std::fs::rename(&moved, &log).unwrap();
+                possible = false;
+            }
+        }
+    })
+    .await;
+    mounted.filter(|_| possible)
+}
+
+/// Sends calls until the consumer refuses with `logging_failed` (bounded); returns the message
+/// ids it acknowledged with a success.
+async fn call_until_log_full(t: &Topology, tag: &str) -> Vec<String> {
+    let mut acked = Vec::new();
+    for n in 0..2_000 {
+        let id = format!("{tag}-{n}");
+        let resp = t.call(0, get(&id, None)).await;
+        if resp.status() == 200 {
+            acked.push(id);
+            continue;
+        }
+        refused(&resp, "server.clientproxy.logging_failed", 500);
+        return acked;
+    }
+    panic!("the log's disk never filled");
+}
+
+/// Issue #14, items 1 and 3, on a real full disk: the consumer node's log fills its file system.
+/// It refuses with `logging_failed` (nothing forwarded unlogged), says so on `/readyz` while
+/// `/healthz` stays alive, recovers by itself once space returns (no traffic, no restart), and
+/// restarts after a graceful stop taken after the disk was full; every acknowledged exchange
+/// stays logged, the log verifies, and the registry keeps witnessing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_log_refuses_recovers_by_itself_and_restarts() {
+    let mut t = Topology::standard().await;
+    let Some(fs) = log_on_tmpfs(&mut t, 0, 8 << 20).await else { return };
+    ok(&t.call(0, get("before-full", None)).await);
+
+    // The disk fills (a ballast takes all the room left): the next call is refused, unlogged
+    // and unsent; readiness says why, liveness stays true.
+    fs.fill("ballast");
+    let before = hits(&t);
+    let acked = call_until_log_full(&t, "full-1").await;
+    assert_eq!(hits(&t), before + acked.len(), "nothing unlogged reached a backend");
+    let (status, body) = readyz(&t, 0).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the message log cannot write"), "{body}");
+    assert!(body.contains("No space left") || body.contains("os error 28"), "{body}");
+    let live = t.call(0, Request::get("/healthz").body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!(live.status(), 200, "a restart would not free the disk");
+
+    // Space returns: ready again by itself, without a call or a restart.
+    fs.free_ballast("ballast");
+    within(until_ready(&t, 0)).await;
+    ok(&t.call(0, get("after-free", None)).await);
+
+    // Full again; space returns; then a graceful stop and a start (this used to fail: "the
+    // index says acknowledged records end at ..."), with the registry witnessing throughout.
+    fs.fill("ballast");
+    let acked_2 = call_until_log_full(&t, "full-2").await;
+    fs.free_ballast("ballast");
+    t.restart(0).await;
+    ok(&t.call(0, get("after-restart", None)).await);
+    assert_eq!(readyz(&t, 0).await.0, 200);
+
+    let node = node_id(NODE_VPCP);
+    let registry = t.registry.running.registry.clone();
+    let keys: Vec<_> = t.registry.anchor().signing_keys.iter().map(|k| (k.id, k.key.clone())).collect();
+    let log_dir = t.node_dir(0).join("log");
+    t.stop(0).await;
+    let store = lienthong_msglog::SegmentStore::open_dir(&log_dir).expect("the log opens");
+    let report =
+        lienthong_msglog::verify_store(&store, Some(&keys), &mut |_, _| {}).expect("the log verifies");
+    for id in ["before-full", "after-free", "after-restart"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(acked)
+        .chain(acked_2)
+    {
+        assert_eq!(store.by_exchange(&id).unwrap().len(), 2, "exchange {id}: request and response");
+    }
+    let witnessed = registry.witnessed(&node).unwrap().expect("witnessed");
+    let witnessed = lienthong_msglog::checkpoint::Checkpoint::decode(&witnessed).unwrap();
+    assert_eq!(witnessed.size, report.size, "the registry witnessed the whole log at the stop");
+    drop(store);
+    within(t.shutdown()).await;
+    drop(fs);
+}
+
+/// A node whose log index is deleted (the documented repair) rebuilds it from its segments and
+/// takes its witnessed checkpoint back from the registry, so the registry keeps witnessing its
+/// log. It used to refuse it for good: "no consistency proof from the witnessed size N".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_log_index_keeps_being_witnessed() {
+    let mut t = Topology::standard().await;
+    for n in 0..5 {
+        ok(&t.call(0, get(&format!("before-rebuild-{n}"), None)).await);
+    }
+    let node = node_id(NODE_VPCP);
+    let registry = t.registry.running.registry.clone();
+    let size_of = |c: lienthong_proto::msglog::v1::SignedCheckpoint| {
+        lienthong_msglog::checkpoint::Checkpoint::decode(&c).unwrap().size
+    };
+    // Stopped gracefully (its last checkpoint witnessed); then records are logged past that
+    // checkpoint (as a node killed before its next one leaves them), and the index is deleted.
+    t.restart_after(0, |dir| {
+        let log_dir = dir.join("log");
+        let store = Arc::new(lienthong_msglog::SegmentStore::open_dir(&log_dir).unwrap());
+        let log = lienthong_msglog::MessageLog::open(store, lienthong_msglog::LogConfig::default()).unwrap();
+        // On a thread of its own: this closure runs inside the test's runtime.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                for n in 0..3 {
+                    let record =
+                        LogRecord { message_id: format!("past-checkpoint-{n}"), ..Default::default() };
+                    rt.block_on(log.append(&record)).unwrap();
+                }
+            });
+        });
+        log.close();
+        std::fs::remove_file(log_dir.join(lienthong_msglog::segment::INDEX_FILE)).unwrap();
+    })
+    .await;
+    let first = size_of(registry.witnessed(&node).unwrap().expect("witnessed at the stop"));
+    assert!(first >= 10);
+    for n in 0..5 {
+        ok(&t.call(0, get(&format!("after-rebuild-{n}"), None)).await);
+    }
+    let log_dir = t.node_dir(0).join("log");
+    t.stop(0).await;
+    let store = lienthong_msglog::SegmentStore::open_dir(&log_dir).unwrap();
+    let size = store.size().unwrap();
+    assert!(size > first + 3);
+    assert_eq!(
+        size_of(registry.witnessed(&node).unwrap().unwrap()),
+        size,
+        "the registry witnessed the grown log"
+    );
+    drop(store);
     within(t.shutdown()).await;
 }

@@ -15,14 +15,26 @@ use tokio::task::JoinHandle;
 use crate::checkpoint::{Checkpoint, is_witnessed};
 use crate::error::LogError;
 use crate::log::{CheckpointSigner, MessageLog};
+use crate::merkle;
+use crate::store::StoreNodes;
 
 /// A boxed future, so [`Witness`] stays object-safe.
 pub type WitnessFuture<'a> =
     Pin<Box<dyn Future<Output = Result<pb::SignedCheckpoint, LogError>> + Send + 'a>>;
 
+/// The answer to [`Witness::witnessed`].
+pub type WitnessedFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<pb::SignedCheckpoint>, LogError>> + Send + 'a>>;
+
 /// Something that co-signs checkpoints (the registry).
 pub trait Witness: Send + Sync {
     fn witness(&self, request: WitnessRequest) -> WitnessFuture<'_>;
+
+    /// The last checkpoint this witness co-signed for the log of `origin`, if it tells.
+    fn witnessed(&self, origin: &str) -> WitnessedFuture<'_> {
+        let _ = origin;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The newest checkpoint in the store that carries a witness co-signature.
@@ -41,7 +53,74 @@ pub async fn checkpoint_and_witness(
     witness: &dyn Witness,
     now_ms: i64,
 ) -> Result<pb::SignedCheckpoint, LogError> {
-    let previous = last_witnessed(log)?;
+    let mut previous = last_witnessed(log)?;
+    // A log whose index was rebuilt from its segments has lost its checkpoints, and the witness
+    // refuses any history without a proof from the size it holds: take the witnessed checkpoint
+    // back from the witness, once this log is shown to extend it.
+    if previous.is_none() && log.head().size > 0 {
+        previous = recover_witnessed(log, signer, witness).await?.or(previous);
+    }
+    match witness_once(log, signer, witness, previous, now_ms).await {
+        Err(LogError::Checkpoint(refused)) => {
+            // The witness may hold a newer checkpoint than this store (the store was restored
+            // from an older copy, or lost its last co-signed checkpoint in a crash).
+            let held = last_witnessed(log)?.map(|c| c.size);
+            match recover_witnessed(log, signer, witness).await? {
+                Some(c) if held.is_none_or(|h| c.size > h) => {
+                    witness_once(log, signer, witness, Some(c), now_ms).await
+                }
+                _ => Err(LogError::Checkpoint(refused)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Fetches the witness's last checkpoint of this log and, if this log extends it (its tree at
+/// that size has that root), keeps it as the log's own witnessed checkpoint.
+async fn recover_witnessed(
+    log: &MessageLog,
+    signer: &CheckpointSigner,
+    witness: &dyn Witness,
+) -> Result<Option<Checkpoint>, LogError> {
+    let Some(held) = witness.witnessed(&signer.origin).await? else { return Ok(None) };
+    let checkpoint = Checkpoint::decode(&held)?;
+    if checkpoint.origin != signer.origin || !is_witnessed(&held) {
+        return Err(LogError::Checkpoint(
+            "the witness returned another log's or an unsigned checkpoint".into(),
+        ));
+    }
+    let size = log.head().size;
+    if checkpoint.size > size {
+        return Err(LogError::Checkpoint(format!(
+            "the witness co-signed {} records of this log, but it holds only {size}: acknowledged \
+             records are missing. Restore the log directory from a backup; the witness will not \
+             co-sign a shorter history",
+            checkpoint.size
+        )));
+    }
+    let root = merkle::root(&StoreNodes(&**log.store()), checkpoint.size)?;
+    if root != checkpoint.root {
+        return Err(LogError::Checkpoint(format!(
+            "the first {} records of this log differ from the history the witness co-signed: the \
+             log was rewritten or damaged. Run `lienthong log verify` and restore the log \
+             directory from a backup",
+            checkpoint.size
+        )));
+    }
+    log.store().put_checkpoint(checkpoint.size, &held)?;
+    tracing::info!(size = checkpoint.size, "took the witnessed checkpoint back from the witness");
+    Ok(Some(checkpoint))
+}
+
+/// One witnessing round from `previous`.
+async fn witness_once(
+    log: &MessageLog,
+    signer: &CheckpointSigner,
+    witness: &dyn Witness,
+    previous: Option<Checkpoint>,
+    now_ms: i64,
+) -> Result<pb::SignedCheckpoint, LogError> {
     let signed = log.checkpoint(signer, now_ms)?;
     let size = Checkpoint::decode(&signed)?.size;
     let proof = match previous {

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use lienthong_exchange::Reject;
 use lienthong_msglog::record::attach_body;
@@ -38,8 +37,6 @@ pub(crate) struct ExchangeLog {
     policies: HashMap<SubsystemId, BodyPolicyName>,
     body_key: Arc<BodyKey>,
     max_logged_body: usize,
-    /// Whether the last append succeeded, for `/readyz`.
-    writable: AtomicBool,
 }
 
 impl ExchangeLog {
@@ -52,7 +49,6 @@ impl ExchangeLog {
             policies,
             body_key,
             max_logged_body: config.log.max_logged_body_bytes,
-            writable: AtomicBool::new(true),
         }
     }
 
@@ -98,13 +94,6 @@ impl ExchangeLog {
                 }
             }
         }
-        let result = self.log.append(&record).await;
-        self.writable.store(result.is_ok(), Ordering::Relaxed);
-        result.map_err(|e| failed(&e))
-    }
-
-    /// False after a failed append, until one succeeds again.
-    pub(crate) fn is_writable(&self) -> bool {
-        self.writable.load(Ordering::Relaxed)
+        self.log.append(&record).await.map_err(|e| failed(&e))
     }
 }

@@ -1,5 +1,8 @@
-//! `/healthz` (the process serves) and `/readyz` (it can carry exchanges now: a valid global
-//! configuration, its keys, a writable log), with the reason in the body.
+//! `/healthz` (liveness: the process serves and its log writer runs; when it fails only a restart
+//! helps) and `/readyz` (readiness: it can carry exchanges now: a valid global configuration, its
+//! keys, a log that takes writes), with the reason in the body. A log that cannot write (a full
+//! disk) makes the node not ready but still alive: it repairs itself once space returns, and a
+//! restart would not help.
 
 use std::time::Duration;
 
@@ -9,13 +12,23 @@ use lienthong_globalconf::Freshness;
 use crate::state::{Body, NodeState, full};
 
 pub(crate) async fn respond(state: &NodeState, ready_check: bool) -> Response<Body> {
-    let (status, body) =
-        if ready_check { readiness(state).await } else { (StatusCode::OK, "ok\n".to_owned()) };
+    let (status, body) = if ready_check { readiness(state).await } else { liveness(state) };
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
+}
+
+fn liveness(state: &NodeState) -> (StatusCode, String) {
+    if state.log.log().writer_alive() {
+        (StatusCode::OK, "ok\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not alive: the message-log writer has stopped; restart the node\n".to_owned(),
+        )
+    }
 }
 
 async fn readiness(state: &NodeState) -> (StatusCode, String) {
@@ -38,19 +51,27 @@ async fn readiness(state: &NodeState) -> (StatusCode, String) {
         problems.push("no member signing key is loaded");
     }
     let spool_ok = tokio::fs::metadata(&state.spool_dir).await.is_ok_and(|m| m.is_dir());
-    if !state.log.is_writable() {
-        problems.push("the last message-log write failed");
-    }
+    let health = state.log.log().health();
+    let log_line = match &health.failing {
+        None => "writable".to_owned(),
+        Some(f) => {
+            problems.push("the message log cannot write (it retries by itself)");
+            let since = f.since.elapsed().unwrap_or_default().as_secs();
+            format!("write failed {since} s ago, {} repair(s) tried: {}", f.repairs_tried, f.error)
+        }
+    };
     if !spool_ok {
         problems.push("the spool directory is missing");
     }
     let head = state.log.log().head();
     let body = format!(
-        "{}\n{conf_line}\nkeys: {} member signing key(s)\nlog: {} records, {}\n",
+        "{}\n{conf_line}\nkeys: {} member signing key(s)\nlog: {} records, {log_line}\n\
+         log recoveries: {}, write failures: {}\n",
         if problems.is_empty() { "ready".to_owned() } else { format!("not ready: {}", problems.join("; ")) },
         state.keys.signing.len(),
         head.size,
-        if state.log.is_writable() { "writable" } else { "write failed" },
+        health.recoveries,
+        health.failures,
     );
     (if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
 }

@@ -2,7 +2,7 @@
 
 use lienthong_globalconf::{Anchor, VerifiedConf};
 use lienthong_msglog::LogError;
-use lienthong_msglog::witness::{Witness, WitnessFuture};
+use lienthong_msglog::witness::{Witness, WitnessFuture, WitnessedFuture};
 use lienthong_proto::registry::v1 as pb;
 use lienthong_proto::registry::v1::management_service_client::ManagementServiceClient;
 use std::sync::Arc;
@@ -60,6 +60,22 @@ impl Witness for RegistryWitness {
                 Err(status) => {
                     Err(LogError::Checkpoint(format!("the registry refused: {}", status.message())))
                 }
+            }
+        })
+    }
+
+    fn witnessed(&self, origin: &str) -> WitnessedFuture<'_> {
+        let node = origin.parse::<lienthong_types::NodeId>();
+        Box::pin(async move {
+            let node = node.map_err(|e| LogError::Checkpoint(e.to_string()))?;
+            let mut client = self.client().await?;
+            let request = pb::GetWitnessedRequest { node: Some((&node).into()) };
+            match client.get_witnessed(request).await {
+                Ok(r) => Ok(r.into_inner().checkpoint),
+                Err(status) => Err(LogError::Checkpoint(format!(
+                    "the registry did not give the witnessed checkpoint: {}",
+                    status.message()
+                ))),
             }
         })
     }

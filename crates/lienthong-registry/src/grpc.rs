@@ -187,6 +187,20 @@ impl ManagementService for ManagementApi {
         })
         .await
     }
+
+    /// Public, like the checkpoints themselves: they are signed evidence, not secrets.
+    async fn get_witnessed(
+        &self,
+        request: Request<pb::GetWitnessedRequest>,
+    ) -> Result<Response<pb::WitnessResponse>, Status> {
+        let node: lienthong_types::NodeId =
+            lienthong_proto::convert::required(request.into_inner().node, "node")
+                .map_err(RegistryError::from)?;
+        blocking(&self.registry, move |r| {
+            r.witnessed(&node).map(|checkpoint| pb::WitnessResponse { checkpoint })
+        })
+        .await
+    }
 }
 
 struct AdminApi {

@@ -121,4 +121,16 @@ impl lienthong_msglog::witness::Witness for LocalWitness {
                 .map_err(|e| lienthong_msglog::LogError::Checkpoint(format!("{}: {e}", e.code())))
         })
     }
+
+    fn witnessed(&self, origin: &str) -> lienthong_msglog::witness::WitnessedFuture<'_> {
+        let registry = self.0.clone();
+        let node = origin.parse::<NodeId>();
+        Box::pin(async move {
+            let node = node.map_err(|e| lienthong_msglog::LogError::Checkpoint(e.to_string()))?;
+            tokio::task::spawn_blocking(move || registry.witnessed(&node))
+                .await
+                .map_err(|e| lienthong_msglog::LogError::Checkpoint(e.to_string()))?
+                .map_err(|e| lienthong_msglog::LogError::Checkpoint(format!("{}: {e}", e.code())))
+        })
+    }
 }

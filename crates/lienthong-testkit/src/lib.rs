@@ -387,10 +387,18 @@ impl Topology {
 
     /// Stops node `i` and starts it again on the same ports and directory.
     pub async fn restart(&mut self, i: usize) {
+        self.restart_after(i, |_| {}).await;
+    }
+
+    /// Stops node `i` (gracefully, as on SIGTERM), runs `between` on its data directory (to
+    /// damage, move or remount what the restart must cope with), and starts it again on the
+    /// same ports and directory.
+    pub async fn restart_after(&mut self, i: usize, between: impl FnOnce(&Path)) {
         let node = &mut self.nodes[i];
         let old = node.handle.take().expect("running");
         let (http, peer) = (old.http, old.peer);
         within(old.shutdown()).await;
+        between(&node.config.data_dir);
         node.config.consumer.http = http;
         node.config.peer.listen = peer;
         let listeners = within(Listeners::bind(&node.config)).await.expect("rebind");
@@ -658,6 +666,12 @@ impl lienthong_msglog::LogStore for FailingStore {
     fn prune(&self, before: u64) -> Result<u64, lienthong_msglog::LogError> {
         self.write()?;
         self.inner.prune(before)
+    }
+
+    /// Fails while the fault is set, as a store on a still-full disk does.
+    fn repair(&self) -> Result<(), lienthong_msglog::LogError> {
+        self.write()?;
+        self.inner.repair()
     }
 }
 

@@ -25,14 +25,18 @@ impl Tmpfs {
     pub fn mount(parent: &Path, bytes: u64) -> Option<Self> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = parent.join(format!("tmpfs-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create the mount point");
+        Self::mount_at(&parent.join(format!("tmpfs-{}-{n}", std::process::id())), bytes)
+    }
+
+    /// Mounts a tmpfs of `bytes` on `path` (made if missing; what it held is hidden meanwhile).
+    pub fn mount_at(path: &Path, bytes: u64) -> Option<Self> {
+        std::fs::create_dir_all(path).expect("create the mount point");
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
-            .arg(&path)
+            .arg(path)
             .status();
         match status {
-            Ok(s) if s.success() => Some(Self { path }),
+            Ok(s) if s.success() => Some(Self { path: path.to_owned() }),
             other => {
                 let why = format!("cannot mount a tmpfs at {} ({other:?}); needs root", path.display());
                 if std::env::var_os(REQUIRE_ENV).is_some() {
@@ -76,6 +80,5 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        let _ = std::fs::remove_dir(&self.path);
     }
 }
