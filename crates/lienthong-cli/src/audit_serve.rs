@@ -170,8 +170,8 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     let handle = ServiceHandle::start(service, listener, tls, Duration::from_secs(config.pull_interval_secs))
         .context("starting the service")?;
     let scheme = if https { "https" } else { "http" };
-    outln!("audit dashboard: {scheme}://{}/", handle.addr);
-    outln!("audit API: {scheme}://{}/api/v1/ (OpenAPI at /api/v1/openapi.json)", handle.addr);
+    noteln!("audit dashboard: {scheme}://{}/", handle.addr);
+    noteln!("audit API: {scheme}://{}/api/v1/ (OpenAPI at /api/v1/openapi.json)", handle.addr);
     shutdown_signal().await;
     handle.shutdown().await;
     conf_client.shutdown().await;

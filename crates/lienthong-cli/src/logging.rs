@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Lines waiting for the writer thread; past this, new lines are dropped (and counted).
@@ -51,6 +50,11 @@ pub(crate) fn init() -> Result<FlushOnDrop> {
     Ok(FlushOnDrop(queue))
 }
 
+/// What the process's log writer has done so far (all zero before [`init`]).
+pub(crate) fn stats() -> Stats {
+    QUEUE.get().map(LineQueue::stats).unwrap_or_default()
+}
+
 /// Writes the queued lines when dropped; see [`init`].
 #[derive(Debug)]
 #[must_use = "dropping it at once flushes the log now, not at exit"]
@@ -60,7 +64,7 @@ impl Drop for FlushOnDrop {
     fn drop(&mut self) {
         self.0.flush(EXIT_FLUSH);
         // Stderr still refuses: say it where it may still be read.
-        let s = self.0.stats();
+        let s = stats();
         if s.lost() > s.reported {
             noteln!(
                 "lienthong: {} log line(s) could not be written to stderr ({} dropped, {} refused)",
@@ -272,14 +276,22 @@ fn report_losses(sink: &mut impl Write, counters: &Counters) {
     }
 }
 
-/// One line in the fmt layer's layout; true if the sink took it.
+/// One line in the fmt layer's layout (UTC, microseconds); true if the sink took it.
 fn write_notice(sink: &mut impl Write, totals: &Stats) -> bool {
     let lost = totals.lost() - totals.reported;
-    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let t = OffsetDateTime::now_utc();
     let line = format!(
-        "{now}  WARN lienthong::logging: {lost} log line(s) lost (since start: {} dropped, the writer being \
-         behind or stuck; {} refused by stderr)\n",
-        totals.dropped, totals.failed
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z  WARN lienthong::logging: {lost} log line(s) lost since the \
+         last report (since start: {} dropped while the writer was behind or stuck, {} refused by stderr)\n",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond(),
+        totals.dropped,
+        totals.failed
     );
     sink.write_all(line.as_bytes()).and_then(|()| sink.flush()).is_ok()
 }
@@ -404,7 +416,7 @@ mod tests {
         assert_eq!(lines.len(), 4, "{text}");
         assert_eq!((lines[0], lines[2], lines[3]), ("line 0", "line 1", "line 2"), "{text}");
         assert!(lines[1].contains("WARN lienthong::logging: 47 log line(s) lost"), "{text}");
-        assert!(lines[1].contains("47 dropped"), "{text}");
+        assert!(lines[1].contains("47 dropped while"), "{text}");
     }
 
     #[test]
@@ -431,9 +443,15 @@ mod tests {
         );
         assert!(queue.flush(Duration::from_secs(5)));
         let text = sink.text();
-        assert!(text.contains("2 log line(s) lost"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("  WARN lienthong::logging: 2 log line(s) lost"), "{text}");
+        assert!(lines[1].contains(" INFO ") && lines[1].ends_with("back n=1"), "{text}");
+        // The notice's time looks like the fmt layer's: 2026-01-02T03:04:05.123456Z.
+        let times: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(times[0].len(), times[1].len(), "{text}");
         assert!(
-            text.lines().last().is_some_and(|l| l.contains(" INFO ") && l.ends_with("back n=1")),
+            times.iter().all(|t| t.len() == 27 && t.ends_with('Z') && t.as_bytes()[19] == b'.'),
             "{text}"
         );
     }
