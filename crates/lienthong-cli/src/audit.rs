@@ -182,7 +182,7 @@ fn make_bundle(args: &BundleArgs) -> Result<()> {
     let report = match bundle::verify(&bytes, &anchor) {
         Ok(report) => report,
         Err(invalid) => {
-            eprint!("{}", invalid.0);
+            errprint!("{}", invalid.0);
             bail!(
                 "the bundle built from these logs does not verify against {}; nothing was written \
                  (check the logs with `lienthong log verify DIR/log --anchor FILE`)",
@@ -192,14 +192,14 @@ fn make_bundle(args: &BundleArgs) -> Result<()> {
     };
     files::write_new(&args.out, &bytes, false)?;
     let records: usize = report.sides.iter().map(|s| s.records.len()).sum();
-    println!(
+    outln!(
         "wrote an evidence bundle of {} exchange(s), {records} record(s) from {} node log(s), {} bytes, to {}",
         report.exchanges.len(),
         report.sides.len(),
         bytes.len(),
         args.out.display()
     );
-    println!("check it anywhere with: lienthong audit verify {} --anchor anchor.json", args.out.display());
+    outln!("check it anywhere with: lienthong audit verify {} --anchor anchor.json", args.out.display());
     Ok(())
 }
 
@@ -212,9 +212,9 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         Err(invalid) => (*invalid.0, false),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{report}");
+        out!("{report}");
     }
     if !valid {
         let failed = report.failures().count();

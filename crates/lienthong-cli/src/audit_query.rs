@@ -149,9 +149,9 @@ pub(crate) fn run_query(a: QueryArgs) -> Result<()> {
             Err(StreamError::Io(e)) => return quiet_pipe(e),
             Err(StreamError::Query(e)) => return Err(e.into()),
         };
-        eprintln!("{} record(s) in {} page(s)", summary.records, summary.pages);
+        errln!("{} record(s) in {} page(s)", summary.records, summary.pages);
         if summary.unwitnessed > 0 && proofs != ProofAt::None {
-            eprintln!(
+            errln!(
                 "{} record(s) not yet witnessed: no inclusion proof (\"witnessed\": false)",
                 summary.unwitnessed
             );
@@ -180,11 +180,11 @@ pub(crate) fn run_query(a: QueryArgs) -> Result<()> {
 fn notes(page: &Page, proofs: ProofAt, limit: usize) {
     if proofs != ProofAt::None {
         match &page.checkpoint {
-            None => eprintln!("note: the log has no witnessed checkpoint yet: no record carries a proof"),
+            None => errln!("note: the log has no witnessed checkpoint yet: no record carries a proof"),
             Some(cp) => {
                 let unwitnessed = page.records.iter().filter(|r| !r.witnessed()).count();
                 if unwitnessed > 0 {
-                    eprintln!(
+                    errln!(
                         "note: {unwitnessed} record(s) are past the witnessed checkpoint of size {}: not yet \
                          witnessed, no proof",
                         cp.size
@@ -194,12 +194,12 @@ fn notes(page: &Page, proofs: ProofAt, limit: usize) {
         }
     }
     if page.pruned > 0 {
-        eprintln!("note: {} matching index entries point at records retention has pruned", page.pruned);
+        errln!("note: {} matching index entries point at records retention has pruned", page.pruned);
     }
     if let Some(next) = &page.next {
         if page.records.len() < limit {
-            eprintln!("note: this page stopped after looking at {} records; more may match", page.scanned);
+            errln!("note: this page stopped after looking at {} records; more may match", page.scanned);
         }
-        eprintln!("next page: --cursor {next}");
+        errln!("next page: --cursor {next}");
     }
 }

@@ -23,7 +23,7 @@ use lienthong_pki::is_client_tls::self_signed_client;
 use rustls::pki_types::CertificateDer;
 
 use crate::files::{self, NewKeyProtection, Passphrase};
-use crate::registry::{init_tracing, shutdown_signal};
+use crate::registry::shutdown_signal;
 
 /// The service's client credential, in its data directory.
 const CERT_FILE: &str = "collector.pem";
@@ -71,11 +71,8 @@ pub(crate) fn init(a: &InitArgs) -> Result<()> {
         self_signed_client("lienthong-audit-collector").context("making the certificate")?;
     files::write_key(&key, &private, &a.protection)?;
     files::write_new(&cert, pem.as_bytes(), false)?;
-    println!("wrote the audit service's client certificate {} and key {}", cert.display(), key.display());
-    println!(
-        "list the certificate in every node's node.toml: [audit] certificates = [\"{}\"]",
-        cert.display()
-    );
+    outln!("wrote the audit service's client certificate {} and key {}", cert.display(), key.display());
+    outln!("list the certificate in every node's node.toml: [audit] certificates = [\"{}\"]", cert.display());
     Ok(())
 }
 
@@ -86,8 +83,8 @@ pub(crate) fn api_key(a: &ApiKeyArgs) -> Result<()> {
     let mut raw = [0u8; 32];
     random_bytes(&mut raw)?;
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    println!("API key for {} (shown once; give it to the auditor):\n  {key}", a.name);
-    println!(
+    outln!("API key for {} (shown once; give it to the auditor):\n  {key}", a.name);
+    outln!(
         "add to audit.toml:\n[[auditors]]\nname = {:?}\napi_key_sha256 = \"{}\"",
         a.name,
         Auditors::key_digest(&key)
@@ -118,7 +115,7 @@ fn read_anchor(path: &Path) -> Result<Anchor> {
 }
 
 pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
-    init_tracing();
+    let _logging = crate::logging::init()?;
     // Everything is read and checked before anything binds.
     let config = AuditConfig::load(&a.config)?;
     let anchor = read_anchor(&config.anchor)?;
@@ -141,7 +138,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         }
     }
     if config.auditors.is_empty() {
-        eprintln!("warning: no [[auditors]] in {}: nobody can use the API", a.config.display());
+        errln!("warning: no [[auditors]] in {}: nobody can use the API", a.config.display());
     }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => {
@@ -173,8 +170,8 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     let handle = ServiceHandle::start(service, listener, tls, Duration::from_secs(config.pull_interval_secs))
         .context("starting the service")?;
     let scheme = if https { "https" } else { "http" };
-    println!("audit dashboard: {scheme}://{}/", handle.addr);
-    println!("audit API: {scheme}://{}/api/v1/ (OpenAPI at /api/v1/openapi.json)", handle.addr);
+    noteln!("audit dashboard: {scheme}://{}/", handle.addr);
+    noteln!("audit API: {scheme}://{}/api/v1/ (OpenAPI at /api/v1/openapi.json)", handle.addr);
     shutdown_signal().await;
     handle.shutdown().await;
     conf_client.shutdown().await;

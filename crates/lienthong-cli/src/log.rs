@@ -145,35 +145,37 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         let percent = done * 100 / total;
         if shown != Some(percent) {
             shown = Some(percent);
-            eprint!("\rverifying: {percent:3}% ({done} of {total} records)");
+            errprint!("\rverifying: {percent:3}% ({done} of {total} records)");
         }
     };
     let result = lienthong_msglog::verify_store(&*store, keys.as_deref(), &mut progress);
     if tty && shown.is_some() {
-        eprintln!();
+        errln!();
     }
     let report =
         result.with_context(|| format!("the message log in {} does not verify", args.dir.display()))?;
 
-    println!("log:          {}", args.dir.display());
-    println!("origin:       {}", report.origin.as_deref().unwrap_or("(no checkpoint yet)"));
+    outln!("log:          {}", args.dir.display());
+    outln!("origin:       {}", report.origin.as_deref().unwrap_or("(no checkpoint yet)"));
     if report.pruned > 0 {
-        println!(
+        outln!(
             "records:      {} ({} pruned by retention: only their leaf hashes are left)",
-            report.size, report.pruned
+            report.size,
+            report.pruned
         );
     } else {
-        println!("records:      {}", report.size);
+        outln!("records:      {}", report.size);
     }
-    println!("checkpoints:  {} ({} witnessed)", report.checkpoints, report.witnessed);
+    outln!("checkpoints:  {} ({} witnessed)", report.checkpoints, report.witnessed);
     if report.size > report.signed_size {
-        println!(
+        outln!(
             "unsigned:     records {}..{} are not covered by a checkpoint yet",
-            report.signed_size, report.size
+            report.signed_size,
+            report.size
         );
     }
-    println!("root:         {}", hex(&report.root));
-    println!("verified:     every record, tree node and checkpoint signature");
+    outln!("root:         {}", hex(&report.root));
+    outln!("verified:     every record, tree node and checkpoint signature");
     Ok(())
 }
 
@@ -184,22 +186,22 @@ fn verify_archive(args: &VerifyArchiveArgs) -> Result<()> {
     let report = lienthong_msglog::verify_archive_bytes(&bytes, keys.as_deref())
         .with_context(|| format!("archive {} does not verify", args.file.display()))?;
     let end = report.first_index + report.records;
-    println!("archive:      {}", args.file.display());
-    println!("origin:       {}", report.origin);
-    println!("records:      {}..{} ({} records)", report.first_index, end, report.records);
-    println!(
+    outln!("archive:      {}", args.file.display());
+    outln!("origin:       {}", report.origin);
+    outln!("records:      {}..{} ({} records)", report.first_index, end, report.records);
+    outln!(
         "checkpoint:   size {}, root {}, made {}",
         report.checkpoint.size,
         hex(&report.checkpoint.root),
         time_text(report.checkpoint.timestamp_ms)
     );
-    println!("log signed:   by certificate {}", report.log_certificate);
+    outln!("log signed:   by certificate {}", report.log_certificate);
     if report.witnessed > 0 {
-        println!("witnessed:    {} co-signature(s) verified with the anchor's keys", report.witnessed);
+        outln!("witnessed:    {} co-signature(s) verified with the anchor's keys", report.witnessed);
     } else {
-        println!("witnessed:    no");
+        outln!("witnessed:    no");
     }
-    println!("verified:     every record is in the signed checkpoint's tree");
+    outln!("verified:     every record is in the signed checkpoint's tree");
     Ok(())
 }
 
@@ -212,7 +214,7 @@ fn export(args: &ExportArgs) -> Result<()> {
         .with_context(|| format!("exporting records {}..{}", args.from, args.to))?;
     let size = archive.proofs.first().map_or(0, |p| p.tree_size);
     files::write_new(&args.out, &archive.encode_to_vec(), false)?;
-    println!(
+    outln!(
         "wrote records {}..{} of {} with proofs against its checkpoint of size {} to {}",
         args.from,
         args.to,
@@ -384,12 +386,12 @@ fn show(args: &ShowArgs) -> Result<()> {
         shown.push(s);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&shown)?);
+        outln!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
     for (i, s) in shown.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
         print_record(s);
     }
@@ -401,40 +403,40 @@ fn or_dash(s: &str) -> &str {
 }
 
 fn print_record(s: &ShownRecord) {
-    println!("record {}", s.index);
-    println!("  leaf hash:      {}", s.leaf_hash.as_deref().unwrap_or("(missing)"));
+    outln!("record {}", s.index);
+    outln!("  leaf hash:      {}", s.leaf_hash.as_deref().unwrap_or("(missing)"));
     if !s.kept {
-        println!("  (pruned by retention: only its leaf hash is left)");
+        outln!("  (pruned by retention: only its leaf hash is left)");
         return;
     }
     let Some(r) = &s.record else {
-        println!("  {}", s.error.as_deref().unwrap_or("unreadable"));
+        outln!("  {}", s.error.as_deref().unwrap_or("unreadable"));
         return;
     };
-    println!("  direction:      {} ({})", r.direction, r.role);
-    println!("  message id:     {}", r.message_id);
-    println!("  request id:     {}", or_dash(&r.request_id));
-    println!("  client:         {}", or_dash(&r.client));
-    println!("  service:        {}", or_dash(&r.service));
-    println!("  method, path:   {} {}", r.method, r.path);
-    println!("  user:           {}", or_dash(&r.user_id));
-    println!("  issue:          {}", or_dash(&r.issue));
-    println!("  node:           {}", or_dash(&r.node));
-    println!("  peer node:      {}", or_dash(&r.peer_node));
+    outln!("  direction:      {} ({})", r.direction, r.role);
+    outln!("  message id:     {}", r.message_id);
+    outln!("  request id:     {}", or_dash(&r.request_id));
+    outln!("  client:         {}", or_dash(&r.client));
+    outln!("  service:        {}", or_dash(&r.service));
+    outln!("  method, path:   {} {}", r.method, r.path);
+    outln!("  user:           {}", or_dash(&r.user_id));
+    outln!("  issue:          {}", or_dash(&r.issue));
+    outln!("  node:           {}", or_dash(&r.node));
+    outln!("  peer node:      {}", or_dash(&r.peer_node));
     if r.status != 0 {
-        println!("  status:         {}", r.status);
+        outln!("  status:         {}", r.status);
     }
     if let Some(f) = &r.fault {
-        println!("  fault:          {}: {} (detail {})", f.code, f.message, or_dash(&f.detail));
+        outln!("  fault:          {}: {} (detail {})", f.code, f.message, or_dash(&f.detail));
     }
-    println!("  message time:   {}", time_text(r.message_time_ms));
-    println!("  logged at:      {}", time_text(r.logged_at_ms));
-    println!("  headers sha256: {}", or_dash(&r.headers_sha256));
-    println!("  body sha256:    {} ({} bytes)", or_dash(&r.body_sha256), r.body_length);
-    println!("  body policy:    {} (kept: {}; not shown)", r.body_policy, r.body_kept);
+    outln!("  message time:   {}", time_text(r.message_time_ms));
+    outln!("  logged at:      {}", time_text(r.logged_at_ms));
+    outln!("  headers sha256: {}", or_dash(&r.headers_sha256));
+    outln!("  body sha256:    {} ({} bytes)", or_dash(&r.body_sha256), r.body_length);
+    outln!("  body policy:    {} (kept: {}; not shown)", r.body_policy, r.body_kept);
     match &r.signature {
-        Some(sig) => println!("  signature:      {} by certificate {}", sig.algorithm, sig.signer_sha256),
-        None => println!("  signature:      -"),
+        Some(sig) => outln!("  signature:      {} by certificate {}", sig.algorithm, sig.signer_sha256),
+        None => outln!("  signature:      -"),
     }
-    println!("  grant:          {}", or_dash(&r.grant_id));
+    outln!("  grant:          {}", or_dash(&r.grant_id));
 }

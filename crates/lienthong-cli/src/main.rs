@@ -1,7 +1,9 @@
 //! `lienthong`: the one binary. It parses arguments, reads and writes files, and calls the
 //! library crates; the logic lives in those.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+// First: its macros are used by the modules below.
+#[macro_use]
+mod output;
 
 mod audit;
 mod audit_query;
@@ -9,6 +11,7 @@ mod audit_serve;
 mod demo;
 mod files;
 mod log;
+mod logging;
 mod node;
 mod pki;
 mod registry;
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -13,7 +13,7 @@ use lienthong_pki::KeyAlgorithm;
 use lienthong_types::{NodeId, ServiceId, SubsystemId};
 
 use crate::files::{NewKeyProtection, Passphrase};
-use crate::registry::{init_tracing, shutdown_signal};
+use crate::registry::shutdown_signal;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
@@ -121,16 +121,16 @@ async fn init(a: InitArgs) -> Result<()> {
     opts.wait = a.wait;
     let home = NodeHome::new(&a.dir);
     let outcome = home.init(&opts).await?;
-    println!("registry: {}", outcome.registry_url);
+    outln!("registry: {}", outcome.registry_url);
     for step in &outcome.steps {
         let id = step.request_id.as_deref().unwrap_or("-");
-        println!("{}  {id}  {}", step.target, step.state);
+        outln!("{}  {id}  {}", step.target, step.state);
     }
     if outcome.is_complete() {
-        println!("node {} is set up in {}", outcome.node, home.dir().display());
+        outln!("node {} is set up in {}", outcome.node, home.dir().display());
     } else {
         let waiting = outcome.steps.iter().any(|s| s.state == StepState::Pending);
-        println!(
+        outln!(
             "{}; run the same command again to continue",
             if waiting { "waiting for the registry operator" } else { "not finished" }
         );
@@ -139,14 +139,14 @@ async fn init(a: InitArgs) -> Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> Result<()> {
-    init_tracing();
+    let _logging = crate::logging::init()?;
     // Everything is checked before anything binds.
     let config = NodeConfig::load(&a.config)?;
     let passphrase = a.passphrase.read()?;
     let keys = NodeHome::new(&config.data_dir).open(passphrase.as_deref())?;
     let listeners = Listeners::bind(&config).await?;
     if a.benchmark_transport_only {
-        eprintln!(
+        errln!(
             "WARNING: --benchmark-transport-only: this node neither signs nor logs exchanges; \
              for benchmarks only, never for real traffic"
         );
@@ -154,12 +154,12 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let options = StartOptions { transport_only: a.benchmark_transport_only, ..Default::default() };
     let node = NodeHandle::start(config, keys, listeners, options).await?;
     if let Some(a) = node.http {
-        println!("r1 (HTTP): http://{a}/r1/...");
+        noteln!("r1 (HTTP): http://{a}/r1/...");
     }
     if let Some(a) = node.https {
-        println!("r1 (HTTPS): https://{a}/r1/...");
+        noteln!("r1 (HTTPS): https://{a}/r1/...");
     }
-    println!("peers: {}", node.peer);
+    noteln!("peers: {}", node.peer);
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())
@@ -195,9 +195,9 @@ async fn publish(a: PublishArgs) -> Result<()> {
     let state = lienthong_proto::registry::v1::RequestState::try_from(status.state)
         .map(|s| s.as_str_name().trim_start_matches("REQUEST_STATE_").to_ascii_lowercase())
         .unwrap_or_else(|_| "unknown".into());
-    println!("{}: request {} {state}", a.service, status.request_id);
+    outln!("{}: request {} {state}", a.service, status.request_id);
     if !status.reason.is_empty() {
-        println!("reason: {}", status.reason);
+        outln!("reason: {}", status.reason);
     }
     Ok(())
 }

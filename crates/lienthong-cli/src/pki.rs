@@ -163,16 +163,16 @@ fn ca_init(a: CaInitArgs) -> Result<()> {
     let ca = CertificateAuthority::init(a.instance, &key, Validity::days(a.days), SystemTime::now())?;
     files::write_key(&key_path, &key, &a.protection)?;
     files::write_new(&cert_path, ca.certificate().to_pem().as_bytes(), false)?;
-    println!("created CA for instance {}", ca.instance());
+    outln!("created CA for instance {}", ca.instance());
     print_info(&ca.certificate().info()?);
-    println!("certificate: {}\nprivate key: {}", cert_path.display(), key_path.display());
+    outln!("certificate: {}\nprivate key: {}", cert_path.display(), key_path.display());
     Ok(())
 }
 
 fn key_new(a: KeyNewArgs) -> Result<()> {
     let key = PrivateKey::generate(a.key_type)?;
     files::write_key(&a.out, &key, &a.protection)?;
-    println!("wrote {} key to {}", a.key_type, a.out.display());
+    outln!("wrote {} key to {}", a.key_type, a.out.display());
     Ok(())
 }
 
@@ -186,7 +186,7 @@ fn csr(a: CsrArgs) -> Result<()> {
         }
     };
     files::write_new(&a.out, csr.to_pem().as_bytes(), false)?;
-    println!("wrote request for {} to {}", csr.identity()?, a.out.display());
+    outln!("wrote request for {} to {}", csr.identity()?, a.out.display());
     Ok(())
 }
 
@@ -206,7 +206,7 @@ fn issue(a: IssueArgs) -> Result<()> {
     };
     files::write_new(&a.out, cert.to_pem().as_bytes(), false)?;
     print_info(&cert.info()?);
-    println!("certificate: {}", a.out.display());
+    outln!("certificate: {}", a.out.display());
     Ok(())
 }
 
@@ -223,7 +223,7 @@ fn show(a: ShowArgs) -> Result<()> {
     }
     let info = files::read_cert(&a.file)?.info()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&CertSummary::from(&info))?);
+        outln!("{}", serde_json::to_string_pretty(&CertSummary::from(&info))?);
     } else {
         print_info(&info);
     }
@@ -244,13 +244,13 @@ fn show_request(a: &ShowArgs, pem: &str) -> Result<()> {
         signature: "verified (the requester holds the key)",
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("kind:         {} for a {}", summary.kind, summary.requested);
-        println!("id:           {}", summary.id);
-        println!("key:          {}", summary.key_algorithm);
-        println!("key sha256:   {}", summary.key_sha256);
-        println!("signature:    {}", summary.signature);
+        outln!("kind:         {} for a {}", summary.kind, summary.requested);
+        outln!("id:           {}", summary.id);
+        outln!("key:          {}", summary.key_algorithm);
+        outln!("key sha256:   {}", summary.key_sha256);
+        outln!("signature:    {}", summary.signature);
     }
     Ok(())
 }
@@ -314,12 +314,12 @@ fn rfc3339(t: SystemTime) -> String {
 pub(crate) fn print_info(info: &CertInfo) {
     let s = CertSummary::from(info);
     let state = if s.valid_now { "valid now" } else { "NOT valid now" };
-    println!("kind:         {}", s.kind);
-    println!("id:           {}", s.id);
-    println!("fingerprint:  {}", s.fingerprint_sha256);
-    println!("serial:       {}", s.serial);
-    println!("subject:      {}", s.subject);
-    println!("issuer:       {}", s.issuer);
-    println!("valid:        {} .. {} ({state})", s.not_before, s.not_after);
-    println!("key:          {}", s.key_algorithm);
+    outln!("kind:         {}", s.kind);
+    outln!("id:           {}", s.id);
+    outln!("fingerprint:  {}", s.fingerprint_sha256);
+    outln!("serial:       {}", s.serial);
+    outln!("subject:      {}", s.subject);
+    outln!("issuer:       {}", s.issuer);
+    outln!("valid:        {} .. {} ({state})", s.not_before, s.not_after);
+    outln!("key:          {}", s.key_algorithm);
 }

@@ -369,35 +369,21 @@ fn init(a: InitArgs) -> Result<()> {
     let home = RegistryHome::new(&config.data_dir);
     let settings = config.settings(config.http.listen, config.grpc.listen);
     let registry = home.init(&opts, settings, system_clock())?;
-    println!("created registry for instance {} in {}", config.instance, home.dir().display());
-    println!("anchor (give it to nodes): {}", home.anchor_path().display());
-    println!("administrator credential: {}", home.admin_cert_path().display());
-    println!(
-        "CA certificate: {} ({})",
-        home.ca_cert_path().display(),
-        registry.ca_certificate().fingerprint()
-    );
+    outln!("created registry for instance {} in {}", config.instance, home.dir().display());
+    outln!("anchor (give it to nodes): {}", home.anchor_path().display());
+    outln!("administrator credential: {}", home.admin_cert_path().display());
+    outln!("CA certificate: {} ({})", home.ca_cert_path().display(), registry.ca_certificate().fingerprint());
     Ok(())
 }
 
-/// Log lines to stderr, `info` unless `RUST_LOG` says otherwise.
-pub(crate) fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn serve(a: ServeArgs) -> Result<()> {
-    init_tracing();
+    let _logging = crate::logging::init()?;
     let config = load_config(&a.config)?;
     let passphrase = a.passphrase.read()?;
     let mut running = lienthong_registry::serve(&config, passphrase.as_deref(), system_clock()).await?;
-    println!("registry {} serving", config.instance);
-    println!("configuration: {}", running.conf_url());
-    println!("api: {}", running.grpc_url());
+    noteln!("registry {} serving", config.instance);
+    noteln!("configuration: {}", running.conf_url());
+    noteln!("api: {}", running.grpc_url());
     tokio::select! {
         () = shutdown_signal() => {}
         () = running.wait() => bail!("the registry stopped unexpectedly"),
@@ -449,7 +435,7 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
     match cmd {
         RegistryCommand::Member(MemberCommand::Add { id, name, parent, admin }) => {
             session(&admin).await?.add_member(&id, &name, parent.as_ref()).await?;
-            println!("added member {id}");
+            outln!("added member {id}");
         }
         RegistryCommand::Member(MemberCommand::List { admin }) => {
             for m in session(&admin).await?.list_members().await? {
@@ -458,11 +444,11 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
         }
         RegistryCommand::Member(MemberCommand::Close { id, reason, superseded_by, admin }) => {
             session(&admin).await?.close_member(&id, superseded_by.as_ref(), &reason).await?;
-            println!("closed member {id}");
+            outln!("closed member {id}");
         }
         RegistryCommand::Subsystem(SubsystemCommand::Add { id, name, admin }) => {
             session(&admin).await?.add_subsystem(&id, &name).await?;
-            println!("added subsystem {id}");
+            outln!("added subsystem {id}");
         }
         RegistryCommand::Node(NodeCommand::List { admin }) => {
             for n in session(&admin).await?.list_nodes().await? {
@@ -471,17 +457,17 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
         }
         RegistryCommand::Node(NodeCommand::Maintenance { id, off, admin }) => {
             session(&admin).await?.set_maintenance(&id, !off).await?;
-            println!("node {id}: maintenance {}", if off { "off" } else { "on" });
+            outln!("node {id}: maintenance {}", if off { "off" } else { "on" });
         }
         RegistryCommand::Group(GroupCommand::Put { id, description, members, admin }) => {
             session(&admin).await?.put_global_group(&id, &description, &members).await?;
-            println!("global group {id}: {} members", members.len());
+            outln!("global group {id}: {} members", members.len());
         }
         RegistryCommand::Group(GroupCommand::List { admin }) => {
             for g in session(&admin).await?.list_global_groups().await? {
-                println!("{}  {}", id_str(&g.id), g.description);
+                outln!("{}  {}", id_str(&g.id), g.description);
                 for m in &g.members {
-                    println!("    {}", id_str(&Some(m.clone())));
+                    outln!("    {}", id_str(&Some(m.clone())));
                 }
             }
         }
@@ -490,17 +476,17 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
                 std::fs::read_to_string(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
             let anchor = Anchor::from_json(&text).with_context(|| format!("anchor {}", anchor.display()))?;
             session(&admin).await?.add_federation_partner(&anchor).await?;
-            println!("instance {} is now a federation partner", anchor.instance);
+            outln!("instance {} is now a federation partner", anchor.instance);
         }
         RegistryCommand::Partner(PartnerCommand::List { admin }) => {
             for p in session(&admin).await?.list_federation_partners().await? {
                 let keys: Vec<String> = p.signing_keys.iter().map(|k| hex_short(&k.key_id)).collect();
-                println!("{}  keys {}  {}", p.instance, keys.join(", "), p.conf_urls.join(", "));
+                outln!("{}  keys {}  {}", p.instance, keys.join(", "), p.conf_urls.join(", "));
             }
         }
         RegistryCommand::Node(NodeCommand::Remove { id, reason, admin }) => {
             session(&admin).await?.remove_node(&id, &reason).await?;
-            println!("removed node {id}");
+            outln!("removed node {id}");
         }
         RegistryCommand::Requests(RequestsCommand::List { state, admin }) => {
             let state = match state {
@@ -516,11 +502,11 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
         }
         RegistryCommand::Requests(RequestsCommand::Approve { id, reason, admin }) => {
             let s = session(&admin).await?.decide(&id, true, &reason).await?;
-            println!("request {id}: {}", state_name(s.state));
+            outln!("request {id}: {}", state_name(s.state));
         }
         RegistryCommand::Requests(RequestsCommand::Reject { id, reason, admin }) => {
             let s = session(&admin).await?.decide(&id, false, &reason).await?;
-            println!("request {id}: {}", state_name(s.state));
+            outln!("request {id}: {}", state_name(s.state));
         }
         RegistryCommand::Service(ServiceCommand::List { provider, admin }) => {
             for s in session(&admin).await?.list_services(provider.as_ref()).await? {
@@ -558,11 +544,11 @@ async fn admin(cmd: RegistryCommand) -> Result<()> {
                 valid_until_ms: time_arg(&valid_until, "--valid-until")?,
             };
             let g = session(&admin).await?.add_grant(&grant).await?;
-            println!("added grant {}", g.grant_id);
+            outln!("added grant {}", g.grant_id);
         }
         RegistryCommand::Grant(GrantCommand::Revoke { id, reason, admin }) => {
             session(&admin).await?.revoke_grant(&id, &reason).await?;
-            println!("revoked grant {id}");
+            outln!("revoked grant {id}");
         }
         RegistryCommand::Grant(GrantCommand::List { service, admin }) => {
             for g in session(&admin).await?.list_grants(service.as_ref()).await? {
@@ -601,21 +587,21 @@ fn conf_key(cmd: ConfKeyCommand) -> Result<()> {
             let id = key.public.id;
             registry.add_conf_key(key, &file)?;
             home.write_anchor(&registry, now)?;
-            println!("added configuration-signing key {id}; both keys sign until the old one is retired");
+            outln!("added configuration-signing key {id}; both keys sign until the old one is retired");
         }
         ConfKeyCommand::Retire { id, .. } => {
             registry.retire_conf_key(&id, now)?;
             home.write_anchor(&registry, now)?;
-            println!("retired configuration-signing key {id}");
+            outln!("retired configuration-signing key {id}");
         }
         ConfKeyCommand::List { .. } => {
             for k in registry.conf_keys() {
                 let until = k.valid_until.map_or_else(|| "-".to_owned(), rfc3339);
-                println!("{}  {}  from {}  until {until}", k.id, k.key.algorithm(), rfc3339(k.valid_from));
+                outln!("{}  {}  from {}  until {until}", k.id, k.key.algorithm(), rfc3339(k.valid_from));
             }
         }
     }
-    println!("anchor: {}", home.anchor_path().display());
+    outln!("anchor: {}", home.anchor_path().display());
     Ok(())
 }
 
@@ -659,10 +645,10 @@ async fn show_conf(a: &AdminArgs, out: Option<&std::path::Path>) -> Result<()> {
 
 fn print_conf(verified: &lienthong_globalconf::VerifiedConf) {
     let c = &verified.conf;
-    println!("valid: instance {} version {}", c.instance, c.version);
-    println!("generated {}  expires {}", rfc3339(c.generated_at), rfc3339(c.expires_at));
-    println!("signed by key {}", verified.signed_by.id);
-    println!(
+    outln!("valid: instance {} version {}", c.instance, c.version);
+    outln!("generated {}  expires {}", rfc3339(c.generated_at), rfc3339(c.expires_at));
+    outln!("signed by key {}", verified.signed_by.id);
+    outln!(
         "{} members, {} nodes, {} services, {} grants, {} federation partners",
         c.members.len(),
         c.nodes.len(),
@@ -690,20 +676,15 @@ where
 
 fn print_member(m: &gc::Member) {
     let status = gc::MemberStatus::try_from(m.status).map_or("?", |s| s.as_str_name());
-    println!(
-        "{}  {}  [{}]",
-        id_str(&m.id),
-        m.name,
-        status.trim_start_matches("MEMBER_STATUS_").to_lowercase()
-    );
+    outln!("{}  {}  [{}]", id_str(&m.id), m.name, status.trim_start_matches("MEMBER_STATUS_").to_lowercase());
     for s in &m.subsystems {
-        println!("    subsystem {}  {}", s.code, s.name);
+        outln!("    subsystem {}  {}", s.code, s.name);
     }
 }
 
 fn print_node(n: &gc::Node) {
     let addresses: Vec<&str> = n.addresses.iter().map(|a| a.url.as_str()).collect();
-    println!(
+    outln!(
         "{}  {}  auth {}{}",
         id_str(&n.id),
         addresses.join(", "),
@@ -711,7 +692,7 @@ fn print_node(n: &gc::Node) {
         if n.maintenance { "  [maintenance]" } else { "" }
     );
     for s in &n.hosted_subsystems {
-        println!("    hosts {}", id_str(&Some(s.clone())));
+        outln!("    hosts {}", id_str(&Some(s.clone())));
     }
 }
 
@@ -738,7 +719,7 @@ fn print_request(r: &pb::RequestSummary) {
         pb::management_request::Kind::RevokeAccess(_) => "revoke-access",
     });
     let reason = if status.reason.is_empty() { String::new() } else { format!("  ({})", status.reason) };
-    println!(
+    outln!(
         "{}  {kind}  {}  {}{reason}",
         status.request_id,
         state_name(status.state),
@@ -748,7 +729,7 @@ fn print_request(r: &pb::RequestSummary) {
 
 fn print_service(s: &gc::Service) {
     let kind = gc::ServiceType::try_from(s.r#type).map_or("?", |t| t.as_str_name());
-    println!(
+    outln!(
         "{}  {}{}  {}",
         id_str(&s.id),
         kind.trim_start_matches("SERVICE_TYPE_").to_lowercase(),
@@ -771,7 +752,7 @@ fn print_grant(g: &pb::StoredGrant) {
     } else {
         format!("revoked {} ({})", ms(g.revoked_at_ms), g.revoked_reason)
     };
-    println!(
+    outln!(
         "{}  {} -> {}  [{scope}]  basis: {}  valid {} .. {}  {state}",
         grant.grant_id,
         subject,

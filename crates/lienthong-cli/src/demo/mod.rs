@@ -65,9 +65,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             let b = backends::Backends::start([population, business, civil_status])
                 .await
                 .context("starting the backends")?;
-            println!("population register: http://{}/cong-dan/{{so_dinh_danh}}", b.population);
-            println!("business registration: http://{}/doanh-nghiep/{{ma_so_thue}}", b.business);
-            println!("civil status: http://{}/khai-sinh/{{so}}", b.civil_status);
+            noteln!("population register: http://{}/cong-dan/{{so_dinh_danh}}", b.population);
+            noteln!("business registration: http://{}/doanh-nghiep/{{ma_so_thue}}", b.business);
+            noteln!("civil status: http://{}/khai-sinh/{{so}}", b.civil_status);
             crate::registry::shutdown_signal().await;
             b.shutdown().await;
             Ok(())

@@ -39,16 +39,16 @@ pub(super) fn run(keep: Option<&Path>) -> Result<()> {
     rt.block_on(demo(dir))?;
     match keep {
         Some(d) => {
-            println!("\ncertificates are in {}; inspect one with `lienthong pki show FILE`", d.display())
+            outln!("\ncertificates are in {}; inspect one with `lienthong pki show FILE`", d.display())
         }
-        None => println!("\n(certificates were made in a temporary directory; pass --dir DIR to keep them)"),
+        None => outln!("\n(certificates were made in a temporary directory; pass --dir DIR to keep them)"),
     }
-    println!("\ndemo finished in {} ms", started.elapsed().as_millis());
+    outln!("\ndemo finished in {} ms", started.elapsed().as_millis());
     Ok(())
 }
 
 fn step(n: u32, what: &str) {
-    println!("\n[{n}] {what}");
+    outln!("\n[{n}] {what}");
 }
 
 async fn demo(dir: &Path) -> Result<()> {
@@ -75,25 +75,25 @@ async fn demo(dir: &Path) -> Result<()> {
     let signature = member_key.sign(message)?;
     let public = member_cert.info()?.public_key;
     public.verify(message, &signature).map_err(|e| anyhow!("signature check failed: {e}"))?;
-    println!("    signed {} bytes as {member}: signature verifies with the certificate", message.len());
+    outln!("    signed {} bytes as {member}: signature verifies with the certificate", message.len());
     let mut forged = message.to_vec();
     *forged.last_mut().expect("non-empty") ^= 1;
     if public.verify(&forged, &signature).is_ok() {
         bail!("an altered message verified");
     }
-    println!("    the same signature over an altered message: refused");
+    outln!("    the same signature over an altered message: refused");
 
     step(4, "Mutual TLS between the two registered nodes, pinned by fingerprint");
     let registered = [(consumer.clone(), fp(&consumer_tls)), (provider.clone(), fp(&provider_tls))];
     let policy = Arc::new(TrustPolicy::new([ca.certificate()], registered)?);
     let ok = exchange(&provider_tls, &consumer_tls, &policy, &provider).await?;
-    println!("    {ok}");
+    outln!("    {ok}");
 
     step(5, "A node with a valid certificate from the same CA, but not the registered one");
     let rogue = node_identity(&ca, &consumer, KeyAlgorithm::Ed25519, dir, "rogue")?;
     match exchange(&provider_tls, &rogue, &policy, &provider).await {
         Ok(_) => bail!("the provider accepted an unregistered certificate"),
-        Err(e) => println!("    refused: {e}"),
+        Err(e) => outln!("    refused: {e}"),
     }
     Ok(())
 }
@@ -112,7 +112,7 @@ fn node_identity(
     let key = PrivateKey::generate(alg)?;
     let csr = Csr::for_node(&key, node)?;
     let cert = ca.issue_node(&csr, node, Validity::days(365), SystemTime::now())?;
-    println!("    {name:<9} {node}  {alg:<11} sha256 {}", cert.fingerprint());
+    outln!("    {name:<9} {node}  {alg:<11} sha256 {}", cert.fingerprint());
     save(dir, &format!("{name}.crt.pem"), &cert)?;
     Ok(TlsIdentity { chain: vec![cert], key: Arc::new(key) })
 }

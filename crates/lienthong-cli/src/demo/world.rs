@@ -612,7 +612,7 @@ pub(super) async fn run(
 ) -> Result<()> {
     let say = |text: &str| {
         if !as_json {
-            eprintln!("{text}");
+            errln!("{text}");
         }
     };
     let ports = ports(root)?;
@@ -753,7 +753,7 @@ pub(super) async fn run(
         "sample_birth_record": BIRTH_RECORDS.first(),
     });
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        noteln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary, &nodes);
     }
@@ -802,24 +802,28 @@ pub(super) async fn run(
     }
     if !as_json {
         if kept {
-            println!("\neverything is kept in {} (a second run reuses it)", root.display());
+            noteln!("\neverything is kept in {} (a second run reuses it)", root.display());
         }
-        println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+        noteln!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())
 }
 
 fn print_summary(s: &Value, nodes: &[Node]) {
-    println!("\nLienthong demo: NDXP (VN) and Nghệ An LGSP (VN-NA) on this machine");
-    println!(
+    noteln!("\nLienthong demo: NDXP (VN) and Nghệ An LGSP (VN-NA) on this machine");
+    noteln!(
         "\nexchanges: {} in {} ms: {} succeeded, {} denied (no grant, on purpose), {} logged on both sides",
-        s["exchanges"], s["traffic_ms"], s["succeeded"], s["denied"], s["logged_on_both_sides"]
+        s["exchanges"],
+        s["traffic_ms"],
+        s["succeeded"],
+        s["denied"],
+        s["logged_on_both_sides"]
     );
     for instance in ["VN", "VN-NA"] {
         let report = &s["sharing"][instance];
-        println!("\nwho shares with whom, as {instance}'s audit sees it:");
+        noteln!("\nwho shares with whom, as {instance}'s audit sees it:");
         for p in report["pairs"].as_array().into_iter().flatten() {
-            println!(
+            noteln!(
                 "  {:<44} -> {:<48} {:>5} calls, {:>5} ok, {:>3} denied",
                 p["consumer"].as_str().unwrap_or_default(),
                 p["service"].as_str().unwrap_or_default(),
@@ -829,26 +833,26 @@ fn print_summary(s: &Value, nodes: &[Node]) {
             );
         }
         for g in report["grants"].as_array().into_iter().flatten().filter(|g| g["used"] == 0) {
-            println!(
+            noteln!(
                 "  agreed but never used: {} -> {}",
                 g["subject"].as_str().unwrap_or_default(),
                 g["service"].as_str().unwrap_or_default()
             );
         }
     }
-    println!("\ndashboards (log in with the API key):");
+    noteln!("\ndashboards (log in with the API key):");
     for instance in ["VN", "VN-NA"] {
         let d = &s["dashboards"][instance];
-        println!(
+        noteln!(
             "  {instance:<6} {}  key {}",
             d["url"].as_str().unwrap_or_default(),
             d["api_key"].as_str().unwrap_or_default()
         );
     }
-    println!("\nX-Road REST r1 endpoints:");
+    noteln!("\nX-Road REST r1 endpoints:");
     for n in nodes {
-        println!("  {:<36} {}", n.spec.id, s["r1"][n.spec.id].as_str().unwrap_or_default());
+        noteln!("  {:<36} {}", n.spec.id, s["r1"][n.spec.id].as_str().unwrap_or_default());
     }
-    println!("\na cross-instance call (a Nghệ An department asks the national population register):");
-    println!("  {}", s["curl"].as_str().unwrap_or_default());
+    noteln!("\na cross-instance call (a Nghệ An department asks the national population register):");
+    noteln!("  {}", s["curl"].as_str().unwrap_or_default());
 }
