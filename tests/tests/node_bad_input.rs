@@ -1143,3 +1143,56 @@ async fn the_consumer_refuses_inconsistent_or_forged_responses() {
     within(server).await.expect("fake provider task").expect("fake provider");
     within(t.shutdown()).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 13. Path forms that backends read as traversal (the path rule, `access::check_path`)
+// ---------------------------------------------------------------------------------------------
+
+/// Paths a Tomcat/Spring, IIS or double-decoding backend could resolve outside `/public/`,
+/// though each matches the grant pattern `/public/*` as text.
+const TRAVERSALS: [&str; 7] = [
+    "/public/..;/secret",
+    "/public/%2e%2e%2fsecret",
+    "/public/..%5csecret",
+    "/public/%252e%252e/secret",
+    "/public//secret",
+    "/public/%2fsecret",
+    "/public/%00/secret",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_for_a_path_prefix_cannot_be_left_by_path_forms_backends_read_as_traversal() {
+    let mut t = Topology::standard().await;
+    let client = ClientId::Subsystem(subsystem(CONG_DVC));
+    t.grant_endpoints(&service(HO_TICH), &client, &[("GET", "/public/*")]).await;
+    t.sync().await;
+    // Ordinary paths under the grant pass, dots and parameters inside segments included.
+    for rest in ["/public/a.b/c", "/public/v1/..x", "/public/x%20y", "/public/%E1%BB%87", "/public/items;v=2"]
+    {
+        ok(&t, Topology::r1("GET", &r1(HO_TICH, rest), ""), rest).await;
+    }
+    let b = before(&t);
+    let req = Topology::r1("GET", &r1(HO_TICH, "/secret"), "");
+    refused_by_provider(&t, req, "server.serverproxy.access_denied", "outside the grant").await;
+    assert_eq!(hits(&t), b.hits);
+
+    // The consumer node refuses each before anything is signed, sent or granted.
+    for rest in TRAVERSALS {
+        let req = Topology::r1("GET", &r1(HO_TICH, rest), "");
+        let records = refused_by_consumer(&t, 0, req, "client.bad_request", rest).await;
+        let message = &records[0].fault.as_ref().expect("fault").message;
+        assert!(message.starts_with("the path has"), "{rest}: {message}");
+    }
+    // The provider node applies the same rule to a consumer node that let such a path through.
+    let vpcp = keys_of(&t, 0);
+    let node0 = peer(&conf_of(&t, 0), &vpcp.tls);
+    for path in TRAVERSALS {
+        let env = signed(envelope_for(&t, NODE_VPCP, CONG_DVC, HO_TICH, "GET", path, b""), &vpcp, VPCP);
+        let b = before(&t);
+        let answer = exchange(&node0, NODE_BCA_1, &env, b"").await.expect("exchange");
+        assert_provider_refused(&t, &b, 1, &answer, "server.serverproxy.invalid_message", path);
+        let message = &answer.0.fault.as_ref().expect("fault").message;
+        assert!(message.starts_with("the path has"), "{path}: {message}");
+    }
+    within(t.shutdown()).await;
+}

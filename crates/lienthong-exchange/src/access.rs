@@ -37,13 +37,118 @@ fn invalid(message: impl Into<String>) -> Reject {
     Reject::new(Fault::InvalidMessage, message)
 }
 
-/// Whether a request path has a `.` or `..` segment (also percent-encoded). Grants match paths
-/// as text, while a backend resolves dot segments, so such a path is never admitted.
-pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let s = segment.to_ascii_lowercase().replace("%2e", ".");
-        s == "." || s == ".."
-    })
+/// How many times [`check_path`] percent-decodes a segment before giving up on it.
+const MAX_DECODE_ROUNDS: usize = 3;
+
+/// Why [`check_path`] refused a request path. The messages are fit to show a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathProblem {
+    #[error("the path has a '.' or '..' segment (percent-encoded or with ';' parameters included)")]
+    DotSegment,
+    #[error("the path has an empty segment ('//')")]
+    EmptySegment,
+    #[error("the path has an encoded '/' (%2F) in a segment")]
+    EncodedSlash,
+    #[error("the path has a backslash ('\\' or %5C)")]
+    Backslash,
+    #[error("the path has a control character (NUL, CR, LF, ...)")]
+    ControlCharacter,
+    #[error("the path is percent-encoded more than {MAX_DECODE_ROUNDS} times over")]
+    TooDeeplyEncoded,
+}
+
+/// The one rule for request paths, applied by the consumer node to a client's r1 path and by
+/// the provider node to an envelope's path, before any grant is evaluated. Grants match paths
+/// as text, while backends resolve them in their own ways (Tomcat and Spring drop `;`
+/// parameters, some servers decode twice or read `\` as `/`), so a path that a backend could
+/// read as another path is refused rather than normalised; what passes reaches the backend as
+/// it was sent.
+///
+/// `path` is the part after the service code, as sent (percent-encoded; empty or starting with
+/// `/`); the query is not part of it. Take each segment between two `/`, percent-decode it
+/// repeatedly until it no longer changes (at most [`MAX_DECODE_ROUNDS`] times; a segment still
+/// changing after that is refused), so `%252e` counts as `.`. The path is refused if, for any
+/// segment:
+/// - the decoded segment, cut at its first `;` (path parameters), is `.` or `..`
+///   (`..;/`, `%2e%2e`, `.%2E;x=1`);
+/// - the decoded segment contains `/` (`%2f`: an encoded separator);
+/// - the decoded segment contains `\` (`..\`, `..%5c`);
+/// - the decoded segment contains an ASCII control character (`%00`, CR, LF, DEL);
+/// - the segment is empty and is not the last one (`//`; a trailing `/` is allowed).
+///
+/// Invalid escapes (`%zz`) stay literal text. Everything else passes: `/a.b/c`, `/v1/..x`,
+/// `/x%20y`, `/%E1%BB%87`, `/items;v=2`.
+pub fn check_path(path: &str) -> Result<(), PathProblem> {
+    let Some(rest) = path.strip_prefix('/') else {
+        // The r1 parser makes `rest` empty or starting with `/`; an envelope may carry anything.
+        return if path.is_empty() { Ok(()) } else { check_segments(path) };
+    };
+    check_segments(rest)
+}
+
+fn check_segments(rest: &str) -> Result<(), PathProblem> {
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment.is_empty() {
+            if segments.peek().is_some() {
+                return Err(PathProblem::EmptySegment);
+            }
+            continue;
+        }
+        check_segment(segment.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn check_segment(raw: &[u8]) -> Result<(), PathProblem> {
+    let mut decoded = raw.to_vec();
+    let mut rounds = 0;
+    loop {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        rounds += 1;
+        if rounds > MAX_DECODE_ROUNDS {
+            return Err(PathProblem::TooDeeplyEncoded);
+        }
+        decoded = next;
+    }
+    if decoded.iter().any(|&b| b.is_ascii_control()) {
+        return Err(PathProblem::ControlCharacter);
+    }
+    if decoded.contains(&b'\\') {
+        return Err(PathProblem::Backslash);
+    }
+    if decoded.contains(&b'/') {
+        return Err(PathProblem::EncodedSlash);
+    }
+    let name = decoded.split(|&b| b == b';').next().unwrap_or_default();
+    if name == b"." || name == b".." {
+        return Err(PathProblem::DotSegment);
+    }
+    Ok(())
+}
+
+/// One round of percent-decoding; invalid escapes are kept as they are.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let (Some(h), Some(l)) =
+                (s.get(i + 1).and_then(|&b| hex(b)), s.get(i + 2).and_then(|&b| hex(b)))
+        {
+            // Two hex digits: at most 0xff.
+            out.push(u8::try_from(h * 16 + l).unwrap_or(u8::MAX));
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Admits or refuses a request envelope that arrived from `peer` (the node proven by mTLS).
@@ -150,9 +255,7 @@ fn admit_checking(
         return Err(Reject::new(Fault::ServiceDisabled, format!("service {service} is disabled")));
     }
     let path = if env.path.is_empty() { "/" } else { env.path.as_str() };
-    if has_dot_segment(path) {
-        return Err(invalid("the path has a '.' or '..' segment"));
-    }
+    check_path(path).map_err(|problem| invalid(problem.to_string()))?;
     let grant_id = conf
         .allowing_grant(&client, &service, &env.method, path, now)
         .map(|g| g.id.clone())

@@ -168,8 +168,11 @@ pub fn target_uri(url: &str, path: &str, query: &str) -> Result<Uri, BackendErro
     if !path.is_empty() && !path.starts_with('/') {
         return Err(BackendError::BadPath("it must start with '/'"));
     }
-    if path.split('/').any(is_dot_segment) {
-        return Err(BackendError::BadPath("it has a '.' or '..' segment"));
+    // Admission refused such paths already; the same rule again where the URL is made.
+    if lienthong_exchange::access::check_path(path).is_err() {
+        return Err(BackendError::BadPath(
+            "it breaks the path rule (dot or empty segments, encoded separators)",
+        ));
     }
     if path.contains(['?', '#']) {
         return Err(BackendError::BadPath("it has a '?' or '#'"));
@@ -201,11 +204,6 @@ pub fn target_uri(url: &str, path: &str, query: &str) -> Result<Uri, BackendErro
         .path_and_query(joined)
         .build()
         .map_err(|_| BackendError::BadPath("it has characters that must be percent-encoded"))
-}
-
-fn is_dot_segment(segment: &str) -> bool {
-    let s = segment.to_ascii_lowercase().replace("%2e", ".");
-    s == "." || s == ".."
 }
 
 /// A pooled HTTP client for backends. Cheap to clone.

@@ -197,9 +197,8 @@ fn parse_target(req: &Request<Incoming>) -> Result<R1Target, Reject> {
         })
         .and_then(|t| {
             // The provider refuses them too; the client's mistake gets a client error here.
-            if access::has_dot_segment(&t.rest) {
-                return Err(Reject::new(Fault::BadRequest, "the path has a '.' or '..' segment"));
-            }
+            access::check_path(&t.rest)
+                .map_err(|problem| Reject::new(Fault::BadRequest, problem.to_string()))?;
             Ok(t)
         })
 }

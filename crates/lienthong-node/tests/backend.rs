@@ -137,7 +137,6 @@ fn paths_and_queries_join_the_service_url_without_double_slashes() {
         ("http://h:1/api/v1/", "", "", "http://h:1/api/v1/"),
         ("http://h:1/api/v1", "", "x=%20", "http://h:1/api/v1?x=%20"),
         ("https://h", "", "", "https://h/"),
-        ("https://h/", "/a%2Fb/c", "", "https://h/a%2Fb/c"),
         ("http://[::1]:8080", "/x", "q", "http://[::1]:8080/x?q"),
     ];
     for (base, path, query, want) in cases {
@@ -151,7 +150,9 @@ fn unusable_service_urls_and_paths_are_refused() {
         let r = target_uri(base, "", "");
         assert!(matches!(r, Err(BackendError::BadUrl(_))), "{base}: {r:?}");
     }
-    for path in ["pets", "/a/../b", "/..", "/a/%2E%2e/b", "/a/./b", "/a b", "/a?b", "/a#b"] {
+    for path in
+        ["pets", "/a/../b", "/..", "/a/%2E%2e/b", "/a/./b", "/a/..;/b", "/a%2Fb/c", "/a b", "/a?b", "/a#b"]
+    {
         let r = target_uri("http://h/api", path, "");
         assert!(matches!(r, Err(BackendError::BadPath(_))), "{path}: {r:?}");
     }
