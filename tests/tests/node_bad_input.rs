@@ -30,7 +30,7 @@ use lienthong_pki::{Certificate, CertificateAuthority, Csr, KeyAlgorithm, Privat
 use lienthong_proto::exchange::v1 as ex;
 use lienthong_proto::msglog::v1::{Direction, LogRecord};
 use lienthong_testkit::names::*;
-use lienthong_testkit::{Topology, member, millis, node_id, service, subsystem, within};
+use lienthong_testkit::{MockBackend, Mode, Topology, member, millis, node_id, service, subsystem, within};
 use lienthong_types::{ClientId, ServiceId};
 use sha2::{Digest, Sha256, Sha512};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1194,5 +1194,79 @@ async fn a_grant_for_a_path_prefix_cannot_be_left_by_path_forms_backends_read_as
         let message = &answer.0.fault.as_ref().expect("fault").message;
         assert!(message.starts_with("the path has"), "{path}: {message}");
     }
+    within(t.shutdown()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. Envelopes larger than a peer accepts: refused before anything is signed or logged
+// ---------------------------------------------------------------------------------------------
+
+/// The "at most about N bytes" a size refusal names.
+fn room_in(message: &str) -> usize {
+    let after = message.split("at most about ").nth(1).unwrap_or_else(|| panic!("no room in {message:?}"));
+    after.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{message:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_larger_than_a_peer_accepts_are_refused_before_signing() {
+    let t = Topology::standard().await;
+    let path = r1(CONG_DAN, "/001090012345");
+
+    // A 60 KB query: the client's fault, refused before the body is read or anything is signed.
+    let query = format!("?q={}", "x".repeat(60_000));
+    let req = Topology::r1("GET", &format!("{path}{query}"), "");
+    let records = refused_by_consumer(&t, 0, req, "client.bad_request", "a 60 KB query").await;
+    assert!(records[0].signature.is_none(), "nothing signed for the refusal's request");
+    let message = records[0].fault.as_ref().expect("fault").message.clone();
+    assert!(message.contains("query string (60002 bytes) is too large"), "{message}");
+    // Many headers: the same, naming the headers.
+    let pad: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("x-pad-{i}"), vec![b'p'; 1100])).collect();
+    let headers: Vec<(&str, &[u8])> = std::iter::once(("x-road-client", CONG_DVC.as_bytes()))
+        .chain(pad.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+        .collect();
+    let req = request("GET", &path, &headers, "");
+    let records = refused_by_consumer(&t, 0, req, "client.bad_request", "55 KB of headers").await;
+    let message = &records[0].fault.as_ref().expect("fault").message;
+    assert!(message.contains("headers ("), "{message}");
+
+    // A query just inside the room the refusal named reaches the backend: the envelope it makes
+    // is near the largest a node signs, and the provider node's header limit admits it.
+    let fits = room_in(message) - path.len() - 300;
+    let query = format!("?q={}", "y".repeat(fits));
+    ok(&t, Topology::r1("GET", &format!("{path}{query}"), ""), "a query just inside the limit").await;
+    let seen = t.backends.iter().filter_map(MockBackend::last).find(|s| s.path_and_query.ends_with(&query));
+    assert!(seen.is_some(), "the backend got the whole query");
+
+    // The other direction: a backend's response headers too large for the consumer node are the
+    // provider's fault, refused before the response is signed: no success record anywhere.
+    for b in &t.backends {
+        b.set_mode(Mode::LargeHeaders(60 * 1024));
+    }
+    let b = before(&t);
+    let resp = t.call(0, Topology::r1("GET", &path, "")).await;
+    let code = "server.serverproxy.service_failed";
+    assert_eq!(resp.status(), 500, "{}", String::from_utf8_lossy(resp.body()));
+    assert_eq!(resp.headers().get("x-road-error").and_then(|v| v.to_str().ok()), Some(code));
+    let body: serde_json::Value = serde_json::from_slice(resp.body()).expect("JSON error");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("response headers")), "{body}");
+    assert_no_leak(&t, &body.to_string(), "large response headers");
+    let reached: usize = hits(&t).iter().zip(&b.hits).map(|(now, was)| now - was).sum();
+    assert_eq!(reached, 1, "the backend answered once");
+    let consumer = new_records(&t, &b, 0);
+    assert_eq!(consumer.len(), 2, "the signed request, then the relayed refusal: {consumer:#?}");
+    let provider: Vec<LogRecord> = (1..t.nodes.len()).flat_map(|i| new_records(&t, &b, i)).collect();
+    assert_eq!(provider.len(), 2, "the request, then the refusal: {provider:#?}");
+    assert!(provider[0].fault.is_none() && provider[1].fault.as_ref().is_some_and(|f| f.code == code));
+    assert_eq!(provider[1].direction, Direction::Response as i32);
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(consumer[1].fault.as_ref().is_some_and(|f| f.detail == detail && f.code == code));
+    assert!(provider[1].fault.as_ref().is_some_and(|f| f.detail == detail));
+    for i in 0..t.nodes.len() {
+        assert!(!new_records(&t, &b, i).iter().any(is_success), "node {i} wrote a success record");
+    }
+    for b in &t.backends {
+        b.set_mode(Mode::Echo);
+    }
+    ok(&t, Topology::r1("GET", &path, ""), "after the large responses").await;
     within(t.shutdown()).await;
 }

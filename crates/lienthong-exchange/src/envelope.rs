@@ -26,8 +26,25 @@ use crate::Reject;
 pub const ENVELOPE_HEADER: &str = "x-lienthong-envelope";
 /// The version of the signed form defined here.
 pub const DIGEST_VERSION: u32 = 1;
-/// Envelopes are small (ids, headers, one certificate); anything bigger is refused unread.
+/// Envelopes are small (ids, path, query, headers, one certificate); anything bigger is refused
+/// unread, and a node refuses to sign one that would be bigger ([`request_len_when_signed`]).
 pub const MAX_ENVELOPE_BYTES: usize = 48 * 1024;
+/// The longest [`ENVELOPE_HEADER`] value: [`MAX_ENVELOPE_BYTES`] in padded base64.
+pub const MAX_ENVELOPE_HEADER_LEN: usize = MAX_ENVELOPE_BYTES.div_ceil(3) * 4;
+/// The largest HTTP/2 header block (SETTINGS_MAX_HEADER_LIST_SIZE, which counts each field's
+/// name and value plus 32 bytes) that both ends of a peer connection accept: the largest
+/// envelope header and room for the few other headers of an exchange (method, scheme,
+/// authority, path, status, content length, date). Peer servers and clients both use it, so
+/// an envelope a node agreed to sign always reaches the other node.
+pub const MAX_PEER_HEADER_LIST_BYTES: u32 = {
+    let bytes = MAX_ENVELOPE_HEADER_LEN + ENVELOPE_HEADER.len() + 32 + PEER_HEADER_ROOM;
+    assert!(bytes <= u32::MAX as usize);
+    bytes as u32
+};
+/// What [`MAX_PEER_HEADER_LIST_BYTES`] allows besides the envelope header.
+const PEER_HEADER_ROOM: usize = 4 * 1024;
+/// The longest signature value a supported algorithm makes (RSA keys up to 8192 bits).
+const MAX_SIGNATURE_VALUE_BYTES: usize = 1024;
 
 const REQUEST_CONTEXT: &[u8] = b"lienthong.exchange.request.v1\0";
 const RESPONSE_CONTEXT: &[u8] = b"lienthong.exchange.response.v1\0";
@@ -94,6 +111,32 @@ pub fn sign_request(env: &mut pb::RequestEnvelope, signer: Signer<'_>) -> Result
 /// Signs a response envelope in place with the provider member's key.
 pub fn sign_response(env: &mut pb::ResponseEnvelope, signer: Signer<'_>) -> Result<(), SignatureError> {
     sign(env, signer)
+}
+
+/// An upper bound of `env`'s encoded size once signed with `certificate`, whatever the key's
+/// algorithm: what the node checks against [`MAX_ENVELOPE_BYTES`] before it signs or logs.
+/// `env` must not be signed yet.
+pub fn request_len_when_signed(env: &pb::RequestEnvelope, certificate: &Certificate) -> usize {
+    len_when_signed(env, certificate)
+}
+
+/// [`request_len_when_signed`] for a response envelope.
+pub fn response_len_when_signed(env: &pb::ResponseEnvelope, certificate: &Certificate) -> usize {
+    len_when_signed(env, certificate)
+}
+
+fn len_when_signed<E: Envelope>(env: &E, certificate: &Certificate) -> usize {
+    let mut probe = env.clone();
+    let (version, cert, sig) = probe.signed_fields();
+    *version = DIGEST_VERSION;
+    *cert = certificate.der().to_vec();
+    // Every field at its longest: the largest enum value, a full fingerprint and signature.
+    *sig = Some(types_pb::Signature {
+        algorithm: i32::MAX,
+        signer_sha256: vec![0; 32],
+        value: vec![0; MAX_SIGNATURE_VALUE_BYTES],
+    });
+    probe.encoded_len()
 }
 
 /// What failed in a signature check, before it is given a side's fault code.
@@ -254,7 +297,7 @@ pub fn to_header<M: Message>(env: &M) -> String {
 /// Returns the envelope and its exact bytes.
 pub fn from_header<M: Message + Default>(value: Option<&[u8]>, fault: Fault) -> Result<(M, Vec<u8>), Reject> {
     let value = value.ok_or_else(|| Reject::new(fault, "the exchange envelope is missing"))?;
-    if value.len() > MAX_ENVELOPE_BYTES * 4 / 3 + 4 {
+    if value.len() > MAX_ENVELOPE_HEADER_LEN {
         return Err(Reject::new(fault, "the exchange envelope is too large"));
     }
     let bytes =

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use lienthong_exchange::envelope::{self, ENVELOPE_HEADER, MAX_ENVELOPE_BYTES};
 use lienthong_exchange::headers;
 use lienthong_globalconf::MemberStatus;
-use lienthong_pki::Validity;
+use lienthong_pki::{Csr, KeyAlgorithm, PrivateKey, Validity};
 use lienthong_proto::exchange::v1 as pb;
 use lienthong_proto::types::v1 as types_pb;
 use lienthong_types::{ClientId, Fault};
@@ -275,6 +275,34 @@ fn from_header_refuses_bad_transport_with_the_given_fault() {
     assert!(header.len() <= MAX_ENVELOPE_BYTES * 4 / 3 + 4);
     let (back, _) = envelope::from_header::<Req>(Some(header.as_bytes()), Fault::InvalidMessage).unwrap();
     assert_eq!(back, env);
+}
+
+#[test]
+fn the_signed_size_is_bounded_before_signing_for_every_algorithm() {
+    let f = Fixture::new();
+    for alg in [KeyAlgorithm::Ed25519, KeyAlgorithm::EcdsaP256, KeyAlgorithm::RsaPss] {
+        let key = PrivateKey::generate(alg).unwrap();
+        let m = member(A);
+        let cert =
+            f.ca.issue_member(&Csr::for_member(&key, &m).unwrap(), &m, Validity::days(1), f.now).unwrap();
+        let mut req = f.unsigned_request(PETS);
+        let bound = envelope::request_len_when_signed(&req, &cert);
+        envelope::sign_request(&mut req, envelope::Signer { key: &key, certificate: &cert }).unwrap();
+        assert!(req.encoded_len() <= bound, "{alg:?}: {} > {bound}", req.encoded_len());
+        // Close enough to be useful: the slack is the room for the largest signature.
+        assert!(bound - req.encoded_len() <= 1024, "{alg:?}: {} vs {bound}", req.encoded_len());
+
+        let mut resp = f.response();
+        resp.signature = None;
+        resp.signer_certificate.clear();
+        let bound = envelope::response_len_when_signed(&resp, &cert);
+        envelope::sign_response(&mut resp, envelope::Signer { key: &key, certificate: &cert }).unwrap();
+        assert!(resp.encoded_len() <= bound, "{alg:?}: {} > {bound}", resp.encoded_len());
+    }
+    // The peer header limit holds the largest envelope header and the other headers.
+    let largest = envelope::MAX_ENVELOPE_HEADER_LEN;
+    assert_eq!(largest, STANDARD.encode(vec![0u8; MAX_ENVELOPE_BYTES]).len());
+    assert!(envelope::MAX_PEER_HEADER_LIST_BYTES as usize >= largest + ENVELOPE_HEADER.len() + 32 + 1024);
 }
 
 #[test]

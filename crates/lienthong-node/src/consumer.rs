@@ -363,11 +363,6 @@ async fn exchange(
         name: xh::X_ROAD_REQUEST_ID.into(),
         value: request_id.clone().into_bytes(),
     });
-    let body = spool(req.into_body(), &state.limits, &state.spool_dir, length)
-        .await
-        .map_err(|e| plain(body_reject(&e)))?;
-
-    let now = state.now();
     let mut env = ex::RequestEnvelope {
         message_id: message_id.clone(),
         request_id: request_id.clone(),
@@ -382,11 +377,22 @@ async fn exchange(
         represented_party: represented.as_ref().map(Into::into),
         target_node: pinned.as_ref().map(Into::into),
         consumer_node: Some(own.into()),
-        created_at_ms: to_millis(now),
-        body_sha256: body.sha256().to_vec(),
-        body_length: body.len(),
+        // The largest values these take once the body is read: the size check below is an
+        // upper bound.
+        created_at_ms: i64::MAX,
+        body_sha256: vec![0; 32],
+        body_length: u64::MAX,
         ..Default::default()
     };
+    // Before the body is read and anything is signed or logged: the provider node could not
+    // accept a larger envelope.
+    check_envelope_size(&env, cert).map_err(plain)?;
+    let body = spool(req.into_body(), &state.limits, &state.spool_dir, length)
+        .await
+        .map_err(|e| plain(body_reject(&e)))?;
+    env.created_at_ms = to_millis(state.now());
+    env.body_sha256 = body.sha256().to_vec();
+    env.body_length = body.len();
     // Transport-only mode (benchmarks): the request travels unsigned and unlogged.
     if !state.transport_only {
         envelope::sign_request(&mut env, Signer { key, certificate: cert })
@@ -407,6 +413,28 @@ async fn exchange(
     let (peer, response) = send(state, &nodes, &env_header, &body).await.map_err(plain)?;
     known.peer = Some(peer.clone());
     receive(state, gc, &env, &expected_hash, &peer, response).await
+}
+
+/// Refuses a request whose signed envelope could exceed [`envelope::MAX_ENVELOPE_BYTES`] (the
+/// most a provider node accepts), naming the largest of the parts the client controls.
+fn check_envelope_size(env: &ex::RequestEnvelope, cert: &lienthong_pki::Certificate) -> Result<(), Reject> {
+    let len = envelope::request_len_when_signed(env, cert);
+    if len <= envelope::MAX_ENVELOPE_BYTES {
+        return Ok(());
+    }
+    let headers: usize = env.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let parts = [("query string", env.query.len()), ("path", env.path.len()), ("headers", headers)];
+    let (part, size) = parts.into_iter().max_by_key(|(_, n)| *n).unwrap_or(("headers", headers));
+    // What the client's parts may take together: the limit less everything else.
+    let fixed = len.saturating_sub(env.query.len() + env.path.len() + headers);
+    let room = envelope::MAX_ENVELOPE_BYTES.saturating_sub(fixed);
+    Err(Reject::new(
+        Fault::BadRequest,
+        format!(
+            "the request's {part} ({size} bytes) is too large to carry to the provider node: the path, \
+             query string and headers together may have at most about {room} bytes"
+        ),
+    ))
 }
 
 /// The canonical `path?query` both nodes hash: the r1 path of the service, the rest, the query.

@@ -41,6 +41,7 @@ use hyper::client::conn::http2 as client_h2;
 use hyper::server::conn::http2 as server_h2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lienthong_exchange::envelope::MAX_PEER_HEADER_LIST_BYTES;
 use lienthong_globalconf::GlobalConf;
 use lienthong_pki::tls::{self, PeerIdentity, PeerRole, TlsIdentity, TrustPolicy};
 use lienthong_pki::{CertError, Fingerprint, PeerRejected};
@@ -330,7 +331,8 @@ pub struct PeerClientOptions {
     /// HTTP/2 pings on pooled connections, so a dead peer is noticed while idle.
     pub keep_alive_interval: Duration,
     pub keep_alive_timeout: Duration,
-    /// The largest response header block accepted.
+    /// The largest response header block accepted; by default the one limit both ends of a
+    /// peer connection share, so every envelope a node signs arrives.
     pub max_header_list_size: u32,
 }
 
@@ -341,7 +343,7 @@ impl Default for PeerClientOptions {
             handshake_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(10),
-            max_header_list_size: 64 * 1024,
+            max_header_list_size: MAX_PEER_HEADER_LIST_BYTES,
         }
     }
 }
@@ -791,7 +793,8 @@ pub struct PeerServerOptions {
     pub max_connections: usize,
     /// Concurrent exchanges per connection.
     pub max_concurrent_streams: u32,
-    /// The largest request header block accepted.
+    /// The largest request header block accepted; by default the one limit both ends of a
+    /// peer connection share, so every envelope a node signs arrives.
     pub max_header_list_size: u32,
     pub keep_alive_interval: Duration,
     pub keep_alive_timeout: Duration,
@@ -826,7 +829,7 @@ impl Default for PeerServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_concurrent_streams: 256,
-            max_header_list_size: 64 * 1024,
+            max_header_list_size: MAX_PEER_HEADER_LIST_BYTES,
             keep_alive_interval: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(10),
             revoke_grace: Duration::from_secs(5),

@@ -157,11 +157,13 @@ async fn serve(
         body_length: out.len(),
         ..Default::default()
     };
+    let signing = state.keys.signing.get(&admitted.service.subsystem.member);
+    check_response_size(&resp, signing.map(|(_, cert)| cert))?;
     // Transport-only mode (benchmarks): answered unsigned and unlogged.
     if state.transport_only {
         return Ok(Answer { env: resp, body: out });
     }
-    let (key, cert) = state.keys.signing.get(&admitted.service.subsystem.member).ok_or_else(|| {
+    let (key, cert) = signing.ok_or_else(|| {
         Reject::new(Fault::ServerInternalError, "this node holds no signing key for the provider")
     })?;
     envelope::sign_response(&mut resp, Signer { key, certificate: cert })
@@ -170,6 +172,31 @@ async fn serve(
     let rec = record::response_record(env, &resp, &resp_bytes, Role::Provider, own, Some(peer), state.now());
     state.log.append(rec, Some(&out), Some(&subsystem), Side::Provider).await?;
     Ok(Answer { env: resp, body: out })
+}
+
+/// Refuses, before it is signed or logged, a response whose envelope could exceed what the
+/// consumer node accepts ([`envelope::MAX_ENVELOPE_BYTES`]): the backend's headers are the only
+/// part of it that can grow, so they are what is named.
+fn check_response_size(
+    resp: &ex::ResponseEnvelope,
+    cert: Option<&lienthong_pki::Certificate>,
+) -> Result<(), Reject> {
+    let len = match cert {
+        Some(cert) => envelope::response_len_when_signed(resp, cert),
+        None => prost::Message::encoded_len(resp),
+    };
+    if len <= envelope::MAX_ENVELOPE_BYTES {
+        return Ok(());
+    }
+    let headers: usize = resp.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    Err(Reject::new(
+        Fault::ServiceFailed,
+        format!(
+            "the service's response headers ({} headers, {headers} bytes) are too large to carry to the \
+             consumer node",
+            resp.headers.len()
+        ),
+    ))
 }
 
 /// Whether this node already logged receiving this request: the replay memory starts empty

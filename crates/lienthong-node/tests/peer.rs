@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
+use lienthong_exchange::envelope::{ENVELOPE_HEADER, MAX_ENVELOPE_HEADER_LEN};
 use lienthong_globalconf::{GlobalConf, Node, NodeAddress};
 use lienthong_node::peer::{
     PeerBody, PeerClient, PeerClientOptions, PeerError, PeerServer, PeerServerOptions, PeerTrust, Rejection,
@@ -141,7 +142,8 @@ impl Body for Endless {
 }
 
 /// A provider node on 127.0.0.1:0. Its handler answers with the node id of the verified peer;
-/// `/endless` starts a response that never finishes.
+/// `/endless` starts a response that never finishes; `/echo-envelope` sends the request's
+/// envelope header back.
 struct Provider {
     url: String,
     trust: watch::Sender<Arc<PeerTrust>>,
@@ -167,6 +169,13 @@ impl Provider {
                 async move {
                     if req.uri().path() == "/endless" {
                         return Response::new(Endless.boxed());
+                    }
+                    if req.uri().path() == "/echo-envelope" {
+                        let mut resp = Response::new(body("echoed"));
+                        if let Some(v) = req.headers().get(ENVELOPE_HEADER) {
+                            resp.headers_mut().insert(ENVELOPE_HEADER, v.clone());
+                        }
+                        return resp;
                     }
                     let text = peer.node().to_string();
                     Response::new(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed())
@@ -253,6 +262,23 @@ async fn concurrent_exchanges_share_one_pooled_connection() {
     assert_eq!(text(response).await, p.a.to_string());
     assert_eq!(consumer.handshakes(), 1);
 
+    provider.shutdown().await;
+}
+
+/// Both ends share one header limit, made for the largest envelope a node signs: such an
+/// envelope reaches the provider, and one as large comes back.
+#[tokio::test]
+async fn the_largest_envelope_header_crosses_in_both_directions() {
+    let p = Pair::new();
+    let provider = Provider::start(trust(&p.conf(1, vec![]), &p.ib)).await;
+    let consumer = client(trust(&p.conf(1, vec![provider.url.clone()]), &p.ia));
+    let largest = "A".repeat(MAX_ENVELOPE_HEADER_LEN);
+    let req = Request::post("/echo-envelope").header(ENVELOPE_HEADER, &largest).body(body("x")).unwrap();
+    let response = within(consumer.send(&p.b, req)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = response.headers().get(ENVELOPE_HEADER).map(|v| v.len());
+    assert_eq!(echoed, Some(largest.len()));
+    assert_eq!(text(response).await, "echoed");
     provider.shutdown().await;
 }
 

@@ -26,6 +26,8 @@ pub enum Mode {
     Slow(Duration),
     /// Closes new connections without answering.
     Reset,
+    /// 200 with about this many bytes of extra response headers (`x-big-N`, 1 KiB each).
+    LargeHeaders(usize),
 }
 
 /// What the backend saw of one request.
@@ -159,6 +161,15 @@ async fn answer(
         Mode::Slow(d) => tokio::time::sleep(d).await,
         Mode::Status(code) => {
             return Ok(json(code, serde_json::json!({ "error": "backend says no", "status": code })));
+        }
+        Mode::LargeHeaders(total) => {
+            let mut resp = json(200, serde_json::json!({ "large": "headers" }));
+            let value = http::HeaderValue::from_str(&"h".repeat(1024)).expect("valid");
+            for i in 0..total.div_ceil(1024) {
+                let name = http::HeaderName::try_from(format!("x-big-{i}")).expect("valid");
+                resp.headers_mut().insert(name, value.clone());
+            }
+            return Ok(resp);
         }
         Mode::Echo => {}
     }
