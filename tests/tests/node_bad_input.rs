@@ -1270,3 +1270,86 @@ async fn envelopes_larger_than_a_peer_accepts_are_refused_before_signing() {
     ok(&t, Topology::r1("GET", &path, ""), "after the large responses").await;
     within(t.shutdown()).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4, faults 12. Slow clients: a body that trickles, and more connections than a listener takes
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the node closed `tcp` within a short wait (or reset it); a connection it holds
+/// stays silent.
+async fn closed_soon(tcp: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_bodies_and_connections_past_the_cap_are_bounded() {
+    let t = Topology::standard_with(
+        "[limits]\nbody_idle_timeout_secs = 1\nbody_total_timeout_secs = 2\nmax_client_connections = 3\n",
+    )
+    .await;
+    let addr = consumer_addr(&t, 0);
+
+    // One byte of a 100-byte body every 250 ms: never idle for the idle timeout (1 s), but not
+    // complete within the total time (2 s). Refused then, with a record, and the connection
+    // closed.
+    let b = before(&t);
+    let tcp = within(TcpStream::connect(addr)).await.expect("connect");
+    let (mut read, mut write) = tcp.into_split();
+    let head = format!("{}content-length: 100\r\n\r\n", raw_head("POST", ""));
+    within(write.write_all(head.as_bytes())).await.expect("send the head");
+    let started = Instant::now();
+    let drip = tokio::spawn(async move {
+        for _ in 0..99 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match within(read.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(6), "{waited:?}");
+    let got = parse_raw(&got);
+    let resp = got.first.expect("an answer to the trickling body");
+    let records = refusal_of_consumer(&t, &b, 0, &resp, "client.bad_request", "trickling body");
+    let message = &records[0].fault.as_ref().expect("fault").message;
+    assert!(message.contains("not complete within the limit of 2 s"), "{message}");
+    drip.abort();
+
+    // Three idle connections are held; the fourth is closed at once; once one of the three goes,
+    // a new connection is served again.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = within(TcpStream::connect(addr)).await.expect("connect");
+        assert!(!closed_soon(&mut tcp).await, "a connection under the cap is held");
+        held.push(tcp);
+    }
+    let mut over = within(TcpStream::connect(addr)).await.expect("the kernel accepts");
+    assert!(closed_soon(&mut over).await, "the connection past the cap is closed at once");
+    drop(held.pop());
+    let served = within(async {
+        for _ in 0..50 {
+            let got = raw(addr, b"GET /healthz HTTP/1.1\r\nhost: node\r\nconnection: close\r\n\r\n").await;
+            if got.first.as_ref().is_some_and(|r| r.status() == 200) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    })
+    .await;
+    assert!(served, "a freed slot serves a new connection");
+    drop(held);
+    within(t.shutdown()).await;
+}

@@ -74,6 +74,9 @@ pub enum BodyError {
     Incomplete,
     #[error("the body was not received in time")]
     Timeout,
+    /// The body kept coming, but not all of it within the total time allowed.
+    #[error("the body was not complete within the limit of {secs} s")]
+    TooSlow { secs: u64 },
     /// The stream broke (the connection was reset, or the peer sent malformed framing).
     #[error("the body could not be read: {0}")]
     Read(String),
@@ -364,7 +367,9 @@ where
     }
     let read = read_body(body, limits, spool_dir, content_length);
     match limits.total_timeout {
-        Some(total) => tokio::time::timeout(total, read).await.map_err(|_| BodyError::Timeout)?,
+        Some(total) => tokio::time::timeout(total, read)
+            .await
+            .map_err(|_| BodyError::TooSlow { secs: total.as_secs() })?,
         None => read.await,
     }
 }

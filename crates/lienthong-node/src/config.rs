@@ -73,6 +73,14 @@ pub struct LimitsConfig {
     pub memory_threshold_bytes: usize,
     /// A body that sends nothing for this long is abandoned.
     pub body_idle_timeout_secs: u64,
+    /// A body (a client's or a peer's request, a backend's or a provider node's response) not
+    /// complete this long after its reading began is abandoned, however steadily it trickles.
+    pub body_total_timeout_secs: u64,
+    /// Open connections per consumer listener (`http`, `https`); past it new connections are
+    /// accepted and closed at once.
+    pub max_client_connections: usize,
+    /// Open connections from peer nodes; past it new ones are accepted and closed at once.
+    pub max_peer_connections: usize,
     /// Largest allowed difference between a message's time and this node's clock.
     pub max_clock_skew_secs: u64,
     /// Per-service default backend timeout.
@@ -90,6 +98,9 @@ impl Default for LimitsConfig {
             max_body_bytes: 2 << 30,
             memory_threshold_bytes: 1 << 20,
             body_idle_timeout_secs: 30,
+            body_total_timeout_secs: 300,
+            max_client_connections: 1024,
+            max_peer_connections: 4096,
             max_clock_skew_secs: 60,
             service_timeout_secs: 30,
             exchange_timeout_secs: 60,
@@ -226,8 +237,14 @@ impl NodeConfig {
             return Err("consumer: `tls_cert` and `tls_key` go together".into());
         }
         let l = &config.limits;
-        if l.max_body_bytes == 0 || l.memory_threshold_bytes == 0 || l.body_idle_timeout_secs == 0 {
-            return Err("limits: sizes and timeouts must be positive".into());
+        if l.max_body_bytes == 0
+            || l.memory_threshold_bytes == 0
+            || l.body_idle_timeout_secs == 0
+            || l.body_total_timeout_secs == 0
+            || l.max_client_connections == 0
+            || l.max_peer_connections == 0
+        {
+            return Err("limits: sizes, timeouts and connection counts must be positive".into());
         }
         if l.service_timeout_secs == 0 || l.max_header_bytes < 1024 {
             return Err(

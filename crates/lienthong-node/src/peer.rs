@@ -887,6 +887,7 @@ impl PeerServer {
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut shutdown = pin!(shutdown);
+        let mut over = crate::server::OverCapacity::new("peer");
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -894,7 +895,7 @@ impl PeerServer {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, remote)) => {
                         if connections.len() >= opts.max_connections {
-                            warn!(%remote, "too many peer connections, refusing one");
+                            over.refused(remote);
                             continue;
                         }
                         tcp.set_nodelay(true).ok();

@@ -308,7 +308,7 @@ async fn call_backend(
         BodyError::TooLarge { .. } => {
             Reject::new(Fault::ServiceFailed, "the service's response is larger than allowed")
         }
-        BodyError::Timeout => {
+        BodyError::Timeout | BodyError::TooSlow { .. } => {
             Reject::new(Fault::ServerNetworkError, "the service's response did not arrive in time")
         }
         _ => Reject::new(Fault::ServiceFailed, "the service's response broke off"),

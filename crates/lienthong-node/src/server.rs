@@ -295,7 +295,7 @@ impl NodeHandle {
             max_bytes: config.limits.max_body_bytes,
             memory_threshold: config.limits.memory_threshold_bytes,
             idle_timeout: Duration::from_secs(config.limits.body_idle_timeout_secs),
-            total_timeout: None,
+            total_timeout: Some(Duration::from_secs(config.limits.body_total_timeout_secs)),
         };
         let skew_ms =
             i64::try_from(config.limits.max_clock_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -339,13 +339,18 @@ impl NodeHandle {
         let (refusals_tx, refusals_rx) = tokio::sync::mpsc::channel(64);
         tasks.spawn(log_refusals(state.clone(), refusals_rx));
         let provider_state = state.clone();
+        let max_peer_connections = state.config.limits.max_peer_connections;
         let mut peer_stop = stopped.clone();
         tasks.spawn(async move {
             let handler = move |req, peer: lienthong_pki::tls::PeerIdentity| {
                 crate::provider::handle(provider_state.clone(), req, peer.node().clone())
             };
             let shutdown = async move { until_stopped(&mut peer_stop).await };
-            let options = PeerServerOptions { refusals: Some(refusals_tx), ..Default::default() };
+            let options = PeerServerOptions {
+                refusals: Some(refusals_tx),
+                max_connections: max_peer_connections,
+                ..Default::default()
+            };
             let server = PeerServer::from_listener(listeners.peer).with_options(options);
             if let Err(e) = server.serve(trust_rx, handler, shutdown).await {
                 tracing::error!(error = %e, "peer listener failed");
@@ -545,12 +550,19 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let max = state.config.limits.max_client_connections;
+    let mut over = OverCapacity::new("client");
     loop {
         tokio::select! {
             () = until_stopped(&mut stopped) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
+                    if connections.len() >= max {
+                        // Closed at once: a client finds out now instead of waiting in a queue.
+                        over.refused(remote);
+                        continue;
+                    }
                     tcp.set_nodelay(true).ok();
                     connections.spawn(serve_client(state.clone(), tcp, remote, tls.clone(), stopped.clone()));
                 }
@@ -566,6 +578,38 @@ async fn accept_loop(
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Counts connections refused at a listener's cap and traces them at most once per
+/// [`OverCapacity::EVERY`], so a flood costs a few log lines, not one per connection.
+#[derive(Debug)]
+pub(crate) struct OverCapacity {
+    listener: &'static str,
+    refused: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl OverCapacity {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    pub(crate) fn new(listener: &'static str) -> Self {
+        Self { listener, refused: 0, last: None }
+    }
+
+    pub(crate) fn refused(&mut self, remote: SocketAddr) {
+        self.refused += 1;
+        let now = std::time::Instant::now();
+        if self.last.is_none_or(|last| now.duration_since(last) >= Self::EVERY) {
+            tracing::warn!(
+                listener = self.listener,
+                %remote,
+                refused = self.refused,
+                "too many open connections: closed new ones at once (count since the last report)"
+            );
+            self.refused = 0;
+            self.last = Some(now);
+        }
+    }
 }
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -271,7 +271,7 @@ async fn a_trickling_body_hits_the_total_timeout() {
         ..BodyLimits::default()
     };
     let r = bounded(spool(Fed(rx), &limits, dir.path(), None)).await;
-    assert!(matches!(r, Err(BodyError::Timeout)), "{r:?}");
+    assert!(matches!(r, Err(BodyError::TooSlow { .. })), "{r:?}");
     bounded(feeder).await.unwrap();
 }
 

@@ -23,6 +23,9 @@ fn the_example_configuration_is_valid() {
     assert_eq!(config.service_timeout(service).as_secs(), 10);
     assert!(service.tls_verify);
     assert!(config.audit.certificates.is_empty(), "the audit API is closed until auditors are listed");
+    assert_eq!(config.limits.body_total_timeout_secs, 300);
+    assert_eq!(config.limits.max_client_connections, 1024);
+    assert_eq!(config.limits.max_peer_connections, 4096);
 }
 
 const MINIMAL: &str =
@@ -63,6 +66,10 @@ fn bad_configuration_files_are_refused_with_a_clear_error() {
     assert!(cert_without_list.contains("certificates"), "{cert_without_list}");
     let audit_without_https = refused(&format!("{MINIMAL}[audit]\ncertificates = [\"a.pem\"]\n"));
     assert!(audit_without_https.contains("https"), "{audit_without_https}");
+    for zero in ["body_total_timeout_secs", "max_client_connections", "max_peer_connections"] {
+        let e = refused(&format!("{MINIMAL}[limits]\n{zero} = 0\n"));
+        assert!(e.contains("must be positive"), "{zero}: {e}");
+    }
     let policy = refused(&format!("{MINIMAL}[log]\nbody_policy = \"some\"\n"));
     assert!(policy.contains("body_policy") || policy.contains("unknown variant"), "{policy}");
 }
