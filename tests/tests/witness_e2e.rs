@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::{request, start_registry, within};
 use lienthong_globalconf::sign_request;
 use lienthong_msglog::checkpoint::{Checkpoint, sign_checkpoint, verify_witness_signatures};
-use lienthong_msglog::witness::{Witness, WitnessFuture, checkpoint_and_witness, last_witnessed};
+use lienthong_msglog::witness::{Witness, WitnessFuture, WitnessedFuture, checkpoint_and_witness, last_witnessed};
 use lienthong_msglog::{CheckpointSigner, LogConfig, LogError, MemStore, MessageLog};
 use lienthong_pki::{Certificate, CertificateAuthority, Csr, KeyAlgorithm, PrivateKey, Validity};
 use lienthong_proto::globalconf::v1 as gc;
@@ -29,6 +29,17 @@ impl Witness for GrpcWitness {
             let response = self.0.lock().await.witness_checkpoint(request).await;
             match response {
                 Ok(r) => r.into_inner().checkpoint.ok_or_else(|| LogError::Checkpoint("empty answer".into())),
+                Err(status) => Err(LogError::Checkpoint(status.message().to_owned())),
+            }
+        })
+    }
+
+    fn witnessed(&self, origin: &str) -> WitnessedFuture<'_> {
+        let node: NodeId = origin.parse().unwrap();
+        Box::pin(async move {
+            let request = pb::GetWitnessedRequest { node: Some((&node).into()) };
+            match self.0.lock().await.get_witnessed(request).await {
+                Ok(r) => Ok(r.into_inner().checkpoint),
                 Err(status) => Err(LogError::Checkpoint(status.message().to_owned())),
             }
         })
@@ -150,6 +161,52 @@ async fn a_registry_witnesses_growing_logs_and_refuses_rewritten_ones() {
         held.checkpoint,
         "nothing refused changed what the registry holds"
     );
+
+    // A log that lost its checkpoints (an index rebuilt from its segments) takes the witnessed
+    // one back when its tree extends it, and witnessing goes on...
+    let rebuilt = log_with((0..15).map(|i| record(i, false))).await;
+    let cosigned = within(checkpoint_and_witness(&rebuilt, &signer, &witness, now())).await.unwrap();
+    assert_eq!(Checkpoint::decode(&cosigned).unwrap().size, 15);
+    assert_eq!(w.running.registry.witnessed(&node).unwrap().unwrap().checkpoint, cosigned.checkpoint);
+    // A node killed during a witness round: the registry co-signed and kept size 18, the node
+    // never stored the answer (it still holds 15). Its next round proves from 18, not 15.
+    for i in 15..18 {
+        within(rebuilt.append(&record(i, false))).await.unwrap();
+    }
+    let head = rebuilt.head();
+    let unanswered = sign_checkpoint(
+        &Checkpoint { origin: node.to_string(), size: head.size, root: head.root, timestamp_ms: now() },
+        &key,
+        signer.certificate.fingerprint(),
+        now(),
+    )
+    .unwrap();
+    let proof = log_pb::ConsistencyProof {
+        old_size: 15,
+        new_size: 18,
+        hashes: rebuilt.consistency_proof(15, 18).unwrap().iter().map(|h| h.to_vec()).collect(),
+    };
+    within(witness.witness(pb::WitnessRequest { checkpoint: Some(unanswered), proof: Some(proof) }))
+        .await
+        .unwrap();
+    assert_eq!(last_witnessed(&rebuilt).unwrap().unwrap().size, 15);
+    within(rebuilt.append(&record(18, false))).await.unwrap();
+    w.clock.advance(1);
+    let cosigned = within(checkpoint_and_witness(&rebuilt, &signer, &witness, now())).await.unwrap();
+    assert_eq!(Checkpoint::decode(&cosigned).unwrap().size, 19);
+    assert_eq!(w.running.registry.witnessed(&node).unwrap().unwrap().checkpoint, cosigned.checkpoint);
+
+    // ...and one that lost witnessed records, or holds another history, says what to do.
+    let shorter = log_with((0..8).map(|i| record(i, false))).await;
+    let err = within(checkpoint_and_witness(&shorter, &signer, &witness, now())).await.unwrap_err();
+    assert!(err.to_string().contains("acknowledged records are missing. Restore"), "{err}");
+    let rewritten = log_with((0..20).map(|i| record(i, i == 3))).await;
+    let err = within(checkpoint_and_witness(&rewritten, &signer, &witness, now())).await.unwrap_err();
+    assert!(err.to_string().contains("differ from the history the witness co-signed"), "{err}");
+    assert_eq!(w.running.registry.witnessed(&node).unwrap().unwrap().checkpoint, cosigned.checkpoint);
+    for l in [rebuilt, shorter, rewritten] {
+        l.close();
+    }
     log.close();
     forged.close();
     within(w.running.shutdown()).await;

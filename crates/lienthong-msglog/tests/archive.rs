@@ -6,6 +6,8 @@
 
 #![allow(clippy::print_stderr)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -25,17 +27,6 @@ use prost::Message;
 const NODE: &str = "VN/GOV/000.00.00.G22/ss1";
 const NOW_MS: i64 = 1_750_000_000_000;
 
-fn signer_for(node: &str, alg: KeyAlgorithm) -> CheckpointSigner {
-    let now = SystemTime::now();
-    let node_id: NodeId = node.parse().unwrap();
-    let ca_key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let ca = CertificateAuthority::init(node_id.owner.instance.clone(), &ca_key, Validity::days(365), now)
-        .unwrap();
-    let key = PrivateKey::generate(alg).unwrap();
-    let csr = Csr::for_node(&key, &node_id).unwrap();
-    let certificate = ca.issue_node(&csr, &node_id, Validity::days(30), now).unwrap();
-    CheckpointSigner { origin: node.into(), key: Arc::new(key), certificate }
-}
 
 fn witness() -> (PrivateKey, WitnessKey) {
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
@@ -84,7 +75,7 @@ fn cosign(store: &dyn LogStore, size: u64, key: &PrivateKey, id: Fingerprint) {
 
 /// A log with checkpoints at each of `sizes`, the ones in `witnessed` co-signed.
 fn log(sizes: &[u64], witnessed: &[u64], witness: &(PrivateKey, WitnessKey)) -> Arc<dyn LogStore> {
-    let signer = signer_for(NODE, KeyAlgorithm::Ed25519);
+    let signer = support::signer_for(NODE, KeyAlgorithm::Ed25519);
     let store: Arc<dyn LogStore> = Arc::new(MemStore::new());
     let mut at = 0;
     for &size in sizes {
@@ -252,7 +243,7 @@ fn changed_records_and_proofs_are_named() {
 
     // The certificate of another node cannot stand in for the origin's.
     let mut a = archive.clone();
-    let other = signer_for("VN/GOV/000.00.00.G22/ss2", KeyAlgorithm::Ed25519);
+    let other = support::signer_for("VN/GOV/000.00.00.G22/ss2", KeyAlgorithm::Ed25519);
     a.log_certificate = other.certificate.der().to_vec();
     let err = verify_archive(&a, None).unwrap_err();
     assert!(matches!(&err, VerifyError::Checkpoint { size: 16, .. }), "{err:?}");
@@ -266,7 +257,7 @@ fn a_checkpoint_re_signed_by_another_node_key_is_refused() {
     let store = log(&[8], &[], &w);
     let mut archive = export(&*store, 0, 8).unwrap();
     let cp = Checkpoint::decode(archive.checkpoint.as_ref().unwrap()).unwrap();
-    let other = signer_for("VN/GOV/000.00.00.G22/ss2", KeyAlgorithm::EcdsaP256);
+    let other = support::signer_for("VN/GOV/000.00.00.G22/ss2", KeyAlgorithm::EcdsaP256);
     archive.checkpoint =
         Some(checkpoint::sign_checkpoint(&cp, &other.key, other.certificate.fingerprint(), NOW_MS).unwrap());
     archive.log_certificate = other.certificate.der().to_vec();

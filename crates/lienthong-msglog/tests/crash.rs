@@ -3,7 +3,11 @@
 //! moment, reopens the store and checks that every acknowledged record is there, intact, at the
 //! index it was acknowledged at, that the tree is whole, and that the log takes new appends.
 //! Rounds accumulate in one directory, so later rounds also reopen logs that were killed before.
-//! Runs against both durable stores: `RedbStore` and `SegmentStore`.
+//! Runs against both durable stores: `RedbStore` and `SegmentStore`. The child also signs a
+//! checkpoint every few milliseconds, so kills land during checkpoint writes too: every kept
+//! checkpoint must verify against the reopened tree.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use lienthong_msglog::merkle::{self, MemNodes};
 use lienthong_msglog::record::{attach_body, decode_record};
 use lienthong_msglog::store::StoreNodes;
-use lienthong_msglog::{BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore, SegmentStore};
+use lienthong_msglog::{BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore, SegmentStore, verify_store};
 use lienthong_proto::msglog::v1 as pb;
 
 /// Selects the child role: the directory of the log it writes.
@@ -79,6 +83,20 @@ fn crash_child_appends_until_killed() {
         let log = Arc::new(MessageLog::open(store, LogConfig::default()).unwrap());
         let started = Instant::now();
         let pid = std::process::id();
+        let signer = support::signer_for("VN/GOV/000.00.00.G01/ss1", lienthong_pki::KeyAlgorithm::Ed25519);
+        let checkpoints = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                while started.elapsed() < CHILD_LIMIT {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as i64;
+                    log.checkpoint(&signer, now_ms).unwrap();
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            })
+        };
         let tasks: Vec<_> = (0..WRITERS)
             .map(|t| {
                 let log = log.clone();
@@ -98,6 +116,7 @@ fn crash_child_appends_until_killed() {
         for t in tasks {
             t.await.unwrap();
         }
+        checkpoints.await.unwrap();
     });
 }
 
@@ -185,6 +204,10 @@ fn check_after_crash(kind: &str, dir: &Path, acked: &BTreeMap<u64, String>, roun
     }
     let root = leaves.root();
     assert_eq!(merkle::root(&StoreNodes(&*store), size).unwrap(), root, "round {round}: stored tree");
+    // Every checkpoint kept (signed while the kill could land) matches the tree at its size.
+    let report = verify_store(&*store, None, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("round {round}: the log with its checkpoints verifies: {e}"));
+    assert_eq!(report.size, size);
 
     // The log opens over it and takes a fresh append at the end.
     let log = MessageLog::open(store.clone(), LogConfig::default()).unwrap();

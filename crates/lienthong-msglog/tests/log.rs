@@ -103,14 +103,7 @@ async fn append_concurrently(
 }
 
 fn node_signer(alg: KeyAlgorithm) -> CheckpointSigner {
-    let now = SystemTime::now();
-    let ca_key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let ca = CertificateAuthority::init("VN".parse().unwrap(), &ca_key, Validity::days(365), now).unwrap();
-    let node: NodeId = NODE.parse().unwrap();
-    let key = PrivateKey::generate(alg).unwrap();
-    let certificate =
-        ca.issue_node(&Csr::for_node(&key, &node).unwrap(), &node, Validity::days(30), now).unwrap();
-    CheckpointSigner { origin: node.to_string(), key: Arc::new(key), certificate }
+    support::signer_for(NODE, alg)
 }
 
 fn now_ms() -> i64 {

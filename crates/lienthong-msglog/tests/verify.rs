@@ -39,15 +39,7 @@ const NODE: &str = "VN/GOV/000.00.00.G22/ss1";
 const NOW_MS: i64 = 1_750_000_000_000;
 
 fn signer_for(node: &str) -> CheckpointSigner {
-    let now = SystemTime::now();
-    let node_id: NodeId = node.parse().unwrap();
-    let ca_key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let ca = CertificateAuthority::init(node_id.owner.instance.clone(), &ca_key, Validity::days(365), now)
-        .unwrap();
-    let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let csr = Csr::for_node(&key, &node_id).unwrap();
-    let certificate = ca.issue_node(&csr, &node_id, Validity::days(30), now).unwrap();
-    CheckpointSigner { origin: node.into(), key: Arc::new(key), certificate }
+    support::signer_for(node, KeyAlgorithm::Ed25519)
 }
 
 fn signer() -> CheckpointSigner {

@@ -5,7 +5,22 @@
 
 use std::sync::Arc;
 
-use lienthong_msglog::{LogStore, MemStore, RedbStore, SegmentConfig, SegmentStore};
+use lienthong_msglog::{CheckpointSigner, LogStore, MemStore, RedbStore, SegmentConfig, SegmentStore};
+use lienthong_pki::{CertificateAuthority, Csr, KeyAlgorithm, PrivateKey, Validity};
+use lienthong_types::NodeId;
+
+/// A node's checkpoint signer: a key of `alg` with a node certificate from a fresh CA.
+pub fn signer_for(node: &str, alg: KeyAlgorithm) -> CheckpointSigner {
+    let now = std::time::SystemTime::now();
+    let node_id: NodeId = node.parse().unwrap();
+    let ca_key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let ca = CertificateAuthority::init(node_id.owner.instance.clone(), &ca_key, Validity::days(365), now)
+        .unwrap();
+    let key = PrivateKey::generate(alg).unwrap();
+    let csr = Csr::for_node(&key, &node_id).unwrap();
+    let certificate = ca.issue_node(&csr, &node_id, Validity::days(30), now).unwrap();
+    CheckpointSigner { origin: node.into(), key: Arc::new(key), certificate }
+}
 
 /// A store under test, with whatever must outlive it (its directory).
 pub struct Fixture {
