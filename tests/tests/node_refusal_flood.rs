@@ -89,10 +89,7 @@ impl Tally {
                 assert_eq!(s.kind, kind as i32, "{s:?}");
                 assert_eq!((s.source.as_str(), s.other_sources), ("127.0.0.1", false), "{s:?}");
                 assert!(s.interval_end_ms - s.interval_start_ms <= 1_000, "{s:?}");
-                assert!(
-                    s.interval_start_ms <= s.first_seen_ms && s.first_seen_ms <= s.last_seen_ms,
-                    "{s:?}"
-                );
+                assert!(s.interval_start_ms <= s.first_seen_ms && s.first_seen_ms <= s.last_seen_ms, "{s:?}");
                 assert!(s.last_seen_ms < s.interval_end_ms, "{s:?}");
                 assert!(r.client.is_none() && r.service.is_none() && r.fault.is_none(), "no exchange: {r:?}");
                 t.summaries += 1;
@@ -285,10 +282,8 @@ async fn a_flood_of_handshakes_without_a_certificate_on_the_peer_port_is_summari
             while next < HANDSHAKES && running.len() < CONCURRENCY {
                 let config = config.clone();
                 running.spawn(async move {
-                    let req = Request::builder()
-                        .uri("/exchange")
-                        .body(Full::new(Bytes::new()))
-                        .expect("request");
+                    let req =
+                        Request::builder().uri("/exchange").body(Full::new(Bytes::new())).expect("request");
                     https(peer, config, true, req).await
                 });
                 next += 1;
@@ -312,11 +307,7 @@ async fn a_flood_of_handshakes_without_a_certificate_on_the_peer_port_is_summari
         ["server.serverproxy.ssl_authentication_failed"]
     );
     // Anything else on node 1 is the registered client's exchange, if it was routed there.
-    assert!(
-        peer_tls.other.iter().all(|r| r.client.is_some() && r.fault.is_none()),
-        "{:#?}",
-        peer_tls.other
-    );
+    assert!(peer_tls.other.iter().all(|r| r.client.is_some() && r.fault.is_none()), "{:#?}", peer_tls.other);
 
     legit(&t, "after the flood").await;
     stop_and_verify(t).await;

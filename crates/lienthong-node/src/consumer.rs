@@ -88,7 +88,8 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
             // Made only for a refusal: a UUID costs a getrandom call.
             let detail = new_detail();
             let source = conn.remote.ip();
-            refuse(&state, &reject, relayed.as_ref(), &detail, &method, &known, source, accept.as_deref()).await
+            refuse(&state, &reject, relayed.as_ref(), &detail, &method, &known, source, accept.as_deref())
+                .await
         }
     }
 }
@@ -140,7 +141,8 @@ async fn refuse(
         peer: known.peer.as_ref(),
         message_time_ms: to_millis(state.now()),
     };
-    let mut rec = record::refusal_record(&refusal, fault, status, Role::Consumer, &state.keys.node, state.now());
+    let mut rec =
+        record::refusal_record(&refusal, fault, status, Role::Consumer, &state.keys.node, state.now());
     if !known.authenticated {
         rec.source_address = source.to_string();
     }

@@ -234,7 +234,8 @@ impl RefusalLimiter {
         let cap = self.limits.burst.saturating_mul(1000);
         // A clock that went back refills nothing.
         let elapsed = u64::try_from(now_ms.saturating_sub(self.tokens_at_ms)).unwrap_or(0);
-        self.tokens = self.tokens.saturating_add(elapsed.saturating_mul(self.limits.records_per_sec)).min(cap);
+        self.tokens =
+            self.tokens.saturating_add(elapsed.saturating_mul(self.limits.records_per_sec)).min(cap);
         self.tokens_at_ms = self.tokens_at_ms.max(now_ms);
         if self.tokens >= 1000 {
             self.tokens -= 1000;
@@ -250,7 +251,11 @@ fn align(now_ms: i64, interval_ms: i64) -> i64 {
 }
 
 /// The summary's log record: no exchange, the counts in `refusal_summary`.
-pub(crate) fn summary_record(s: &Summary, node: &lienthong_types::NodeId, logged_at_ms: i64) -> pb::LogRecord {
+pub(crate) fn summary_record(
+    s: &Summary,
+    node: &lienthong_types::NodeId,
+    logged_at_ms: i64,
+) -> pb::LogRecord {
     let role = match s.kind {
         Kind::Client => pb::Role::Consumer,
         Kind::PeerTls | Kind::Audit => pb::Role::Provider,
@@ -299,8 +304,9 @@ mod tests {
     fn the_first_refusals_of_a_source_are_recorded_the_rest_counted_and_summarised_once() {
         let mut l = RefusalLimiter::new(limits(), T0);
         let a = ip("203.0.113.7");
-        let admitted: Vec<bool> =
-            (0..10).map(|i| l.admit(T0 + i * 100, Kind::Client, a, if i % 2 == 0 { "x.a" } else { "x.b" })).collect();
+        let admitted: Vec<bool> = (0..10)
+            .map(|i| l.admit(T0 + i * 100, Kind::Client, a, if i % 2 == 0 { "x.a" } else { "x.b" }))
+            .collect();
         assert_eq!(admitted, [true, true, true, false, false, false, false, false, false, false]);
         assert!(l.take_due(T0 + 59_999).is_empty(), "the interval has not ended");
         let due = l.take_due(T0 + 60_000);

@@ -513,7 +513,8 @@ fn peer_refusal_sink(state: &Arc<NodeState>) -> RefusalSink {
 /// ones are written by [`NodeHandle::shutdown`]).
 async fn write_refusal_summaries(state: Arc<NodeState>, mut stopped: watch::Receiver<bool>) {
     let interval = Duration::from_secs(state.config.refusals.interval_secs);
-    let mut tick = tokio::time::interval((interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    let mut tick =
+        tokio::time::interval((interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -1,8 +1,8 @@
 //! What both sides of a running node share.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};

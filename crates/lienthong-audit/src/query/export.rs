@@ -271,10 +271,7 @@ impl<'a> Row<'a> {
             self.body_length.to_string(),
             self.witnessed.to_string(),
             self.source_address.to_owned(),
-            self.refusal_summary
-                .as_ref()
-                .and_then(|s| serde_json::to_string(s).ok())
-                .unwrap_or_default(),
+            self.refusal_summary.as_ref().and_then(|s| serde_json::to_string(s).ok()).unwrap_or_default(),
         ]
     }
 }
