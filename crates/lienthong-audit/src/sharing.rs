@@ -34,8 +34,8 @@ pub struct SharingReport {
     pub denied: Vec<DeniedPair>,
     /// Successful calls no grant covers: empty in a healthy system.
     pub without_grant: Vec<UngrantedPair>,
-    /// Records that are not part of an exchange (audit calls, refused connections, records
-    /// without a client or service).
+    /// Records that are not part of an exchange (audit calls, refused connections, refusal
+    /// summaries, records without a client or service).
     pub ignored_records: u64,
 }
 
@@ -331,11 +331,15 @@ pub fn sharing_report<'a>(
     for r in records {
         let role = pb::Role::try_from(r.role).unwrap_or(pb::Role::Unspecified);
         let ids = ids(r);
-        // Audit calls are logged by the node too but are no exchange; refused connections and
-        // calls refused before the client and service were known cannot be put in a pair.
-        let (Some((client, service)), false, false) =
-            (ids, r.user_id.starts_with("auditor:"), role == pb::Role::Unspecified)
-        else {
+        // Audit calls are logged by the node too but are no exchange, nor are refusal summaries
+        // (counts of unauthenticated traffic); refused connections and calls refused before the
+        // client and service were known cannot be put in a pair.
+        let (Some((client, service)), false, false, false) = (
+            ids,
+            r.user_id.starts_with("auditor:"),
+            role == pb::Role::Unspecified,
+            r.refusal_summary.is_some(),
+        ) else {
             ignored_records += 1;
             continue;
         };

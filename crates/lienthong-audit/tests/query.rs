@@ -850,3 +850,63 @@ fn formats_parse_by_name() {
     assert!("xml".parse::<Format>().unwrap_err().contains("expected json, ndjson or csv"));
     let _: fn(&QueryError) -> &str = QueryError::code;
 }
+
+#[test]
+fn a_refusal_summary_is_exported_with_its_counts_and_matches_no_outcome_filter() {
+    let store = MemStore::new();
+    let summary = pb::LogRecord {
+        message_id: "refusals-1".into(),
+        direction: pb::Direction::Request as i32,
+        role: pb::Role::Provider as i32,
+        node: Some((&NODE.parse::<NodeId>().unwrap()).into()),
+        message_time_ms: BASE_MS,
+        logged_at_ms: BASE_MS + MINUTE,
+        refusal_summary: Some(pb::RefusalSummary {
+            kind: pb::RefusalKind::Audit as i32,
+            source: "203.0.113.7".into(),
+            other_sources: false,
+            interval_start_ms: BASE_MS,
+            interval_end_ms: BASE_MS + MINUTE,
+            first_seen_ms: BASE_MS + 1,
+            last_seen_ms: BASE_MS + 59_999,
+            recorded: 10,
+            suppressed: vec![pb::FaultCount { code: "audit.unauthorized".into(), count: 490 }],
+        }),
+        ..Default::default()
+    };
+    let refusal = pb::LogRecord {
+        message_id: "audit-2".into(),
+        status: 403,
+        logged_at_ms: BASE_MS + 2,
+        source_address: "203.0.113.7".into(),
+        ..Default::default()
+    };
+    append(&store, &[summary, refusal]);
+    let records = query::query(&store, &Filter::default(), None, 10, None).unwrap().records;
+
+    let text = export(&records, Format::Ndjson);
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let s = &v["refusal_summary"];
+    assert_eq!(s["kind"], "audit");
+    assert_eq!(s["source"], "203.0.113.7");
+    assert_eq!(s["interval_start"], format_time(BASE_MS));
+    assert_eq!(s["last_seen"], format_time(BASE_MS + 59_999));
+    assert_eq!((s["recorded"].as_u64(), s["suppressed_total"].as_u64()), (Some(10), Some(490)));
+    assert_eq!(s["suppressed"]["audit.unauthorized"], 490);
+    let second: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    assert!(second["refusal_summary"].is_null());
+    assert_eq!(second["source_address"], "203.0.113.7");
+
+    let rows = parse_csv(&export(&records, Format::Csv)).unwrap();
+    let col = |name: &str| COLUMNS.iter().position(|c| *c == name).unwrap();
+    let in_csv: serde_json::Value = serde_json::from_str(&rows[1][col("refusal_summary")]).unwrap();
+    assert_eq!(&in_csv, s, "CSV carries the same object as JSON text");
+    assert_eq!(rows[2][col("source_address")], "203.0.113.7");
+    assert_eq!(rows[2][col("refusal_summary")], "");
+
+    // A summary carries no outcome of its own: status filters never select it.
+    for status in ["ok", "failed", "403"] {
+        let found = query::query(&store, &filter(&[("status", status)]), None, 10, None).unwrap().records;
+        assert!(found.iter().all(|r| r.record.refusal_summary.is_none()), "status={status}");
+    }
+}

@@ -230,9 +230,24 @@ fn calls() -> Vec<Call> {
     ]
 }
 
-/// Records that are no exchange: an audit call and a refused peer connection.
+/// Records that are no exchange: an audit call, a refused peer connection and a refusal
+/// summary (given a client, service and role here, which real ones do not have, so that only
+/// its kind keeps it out of the report).
 fn noise() -> Vec<pb::LogRecord> {
+    let call = Call::new("refusals-1", CONS, PETS, "/pets/1", P0 + 30);
     vec![
+        pb::LogRecord {
+            refusal_summary: Some(pb::RefusalSummary {
+                kind: pb::RefusalKind::Client as i32,
+                source: "203.0.113.7".into(),
+                interval_start_ms: P0,
+                interval_end_ms: P0 + 60_000,
+                suppressed: vec![pb::FaultCount { code: "client.bad_request".into(), count: 500 }],
+                ..Default::default()
+            }),
+            status: 200,
+            ..call.record(C, REQ, 0)
+        },
         pb::LogRecord {
             message_id: "audit-1".into(),
             direction: REQ as i32,
@@ -308,7 +323,7 @@ fn counts_per_pair_match_the_exchanges_each_once() {
     assert_eq!(row(&r, CONS, OPEN).calls, 1);
     assert_eq!(row(&r, CONS, LIST).successes, 1);
     assert_eq!(r.pairs.len(), 5, "{:?}", r.pairs);
-    assert_eq!(r.ignored_records, 2, "the audit call and the refused connection");
+    assert_eq!(r.ignored_records, 3, "the audit call, the refused connection and the refusal summary");
 }
 
 #[test]

@@ -270,6 +270,46 @@ struct RecordView {
     #[serde(skip_serializing_if = "Option::is_none")]
     signature: Option<SignatureView>,
     grant_id: String,
+    /// The caller's address, on refusals of unauthenticated traffic.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    source_address: String,
+    /// Only on a refusal summary: the refusals of one source it counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal_summary: Option<SummaryView>,
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryView {
+    kind: &'static str,
+    /// Empty for all sources beyond the node's tracking limit (`other_sources`).
+    source: String,
+    other_sources: bool,
+    interval_start_ms: i64,
+    interval_end_ms: i64,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    recorded: u64,
+    /// Fault code -> refusals counted only here.
+    suppressed: std::collections::BTreeMap<String, u64>,
+}
+
+fn summary_view(s: pb::RefusalSummary) -> SummaryView {
+    SummaryView {
+        kind: match pb::RefusalKind::try_from(s.kind) {
+            Ok(pb::RefusalKind::PeerTls) => "peer_tls",
+            Ok(pb::RefusalKind::Audit) => "audit",
+            Ok(pb::RefusalKind::Client) => "client",
+            _ => "unspecified",
+        },
+        source: s.source,
+        other_sources: s.other_sources,
+        interval_start_ms: s.interval_start_ms,
+        interval_end_ms: s.interval_end_ms,
+        first_seen_ms: s.first_seen_ms,
+        last_seen_ms: s.last_seen_ms,
+        recorded: s.recorded,
+        suppressed: s.suppressed.into_iter().map(|c| (c.code, c.count)).collect(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -363,6 +403,8 @@ fn view(r: pb::LogRecord) -> RecordView {
         logged_at_ms: r.logged_at_ms,
         body_length: r.body_length,
         grant_id: r.grant_id,
+        source_address: r.source_address,
+        refusal_summary: r.refusal_summary.map(summary_view),
     }
 }
 
@@ -439,4 +481,21 @@ fn print_record(s: &ShownRecord) {
         None => outln!("  signature:      -"),
     }
     outln!("  grant:          {}", or_dash(&r.grant_id));
+    if !r.source_address.is_empty() {
+        outln!("  source:         {}", r.source_address);
+    }
+    if let Some(s) = &r.refusal_summary {
+        let source = if s.other_sources { "other sources" } else { s.source.as_str() };
+        outln!("  refusals of:    {source} ({}), {} recorded one by one", s.kind, s.recorded);
+        outln!(
+            "  interval:       {} to {} (seen {} to {})",
+            time_text(s.interval_start_ms),
+            time_text(s.interval_end_ms),
+            time_text(s.first_seen_ms),
+            time_text(s.last_seen_ms)
+        );
+        for (code, count) in &s.suppressed {
+            outln!("  counted only:   {count} x {code}");
+        }
+    }
 }

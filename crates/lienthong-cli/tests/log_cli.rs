@@ -232,3 +232,47 @@ fn a_directory_without_a_log_is_refused_and_left_alone() {
     assert!(!d.join("missing").exists(), "no directory created");
     assert!(!d.join("a.archive").exists());
 }
+
+#[test]
+fn a_refusal_summary_is_shown_with_its_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let store: Arc<dyn LogStore> = Arc::new(RedbStore::open_dir(&d.join("log")).unwrap());
+    let log = MessageLog::open(store, LogConfig::default()).unwrap();
+    let summary = pb::LogRecord {
+        message_id: "refusals-1".into(),
+        direction: pb::Direction::Request as i32,
+        role: pb::Role::Provider as i32,
+        node: Some((&NODE.parse::<NodeId>().unwrap()).into()),
+        message_time_ms: 1_750_000_000_000,
+        logged_at_ms: 1_750_000_060_000,
+        refusal_summary: Some(pb::RefusalSummary {
+            kind: pb::RefusalKind::PeerTls as i32,
+            source: "203.0.113.7".into(),
+            other_sources: false,
+            interval_start_ms: 1_750_000_000_000,
+            interval_end_ms: 1_750_000_060_000,
+            first_seen_ms: 1_750_000_000_001,
+            last_seen_ms: 1_750_000_059_999,
+            recorded: 100,
+            suppressed: vec![pb::FaultCount {
+                code: "server.serverproxy.ssl_authentication_failed".into(),
+                count: 14_900,
+            }],
+        }),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(log.append(&summary)).unwrap();
+    log.close();
+
+    let out = ok(d, &["log", "show", "log", "--exchange", "refusals-1"]);
+    assert!(out.contains("refusals of:    203.0.113.7 (peer_tls), 100 recorded one by one"), "{out}");
+    assert!(out.contains("counted only:   14900 x server.serverproxy.ssl_authentication_failed"), "{out}");
+    let out = ok(d, &["log", "show", "log", "--exchange", "refusals-1", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &json[0]["record"]["refusal_summary"];
+    assert_eq!(s["kind"], "peer_tls");
+    assert_eq!(s["suppressed"]["server.serverproxy.ssl_authentication_failed"], 14_900);
+    assert!(json[0]["record"].get("source_address").is_none(), "only on refusals: {out}");
+}

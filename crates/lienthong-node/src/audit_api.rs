@@ -5,7 +5,9 @@
 //! registry).
 //!
 //! The auditor role is a client certificate listed in `[audit] certificates`, presented over
-//! HTTPS. Every call, allowed or not, is itself a record in the log before it is answered.
+//! HTTPS. Every call, allowed or not, is itself a record in the log before it is answered;
+//! calls without an auditor's certificate only within the refusal limit
+//! ([`crate::refusal_limit`]), beyond it they are counted in their source's summary record.
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ use prost::Message;
 
 use crate::consumer::ConnInfo;
 use crate::exchange_log::Side;
+use crate::refusal_limit::Kind;
 use crate::state::{Body, NodeState, full, new_detail};
 
 /// The prefix the consumer listeners route here.
@@ -78,7 +81,17 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
         Some(_) => route(&state, req.uri().path(), req.uri().query().unwrap_or("")).await,
     };
     let detail = new_detail();
-    let record = audit_record(&state, &path_and_query, conn.client_cert.as_ref(), &answer, &detail);
+    if auditor.is_none() {
+        // Unauthenticated: the answer is the same whether or not it gets a record of its own.
+        let code = answer.error.as_ref().map_or("", |(code, _)| code.as_str());
+        if !state.admit_refusal(Kind::Audit, conn.remote.ip(), &format!("audit.{code}")) {
+            return respond(answer, &detail);
+        }
+    }
+    let mut record = audit_record(&state, &path_and_query, conn.client_cert.as_ref(), &answer, &detail);
+    if auditor.is_none() {
+        record.source_address = conn.remote.ip().to_string();
+    }
     if let Err(failed) = state.log.append(record, None, None, Side::Provider).await {
         let answer = error(StatusCode::INTERNAL_SERVER_ERROR, "logging_failed", failed.message);
         return respond(answer, &detail);

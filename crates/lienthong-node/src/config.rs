@@ -29,6 +29,33 @@ pub struct NodeConfig {
     pub services: Vec<ServiceConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub refusals: RefusalsConfig,
+}
+
+/// How many refusals of unauthenticated traffic get a log record of their own; the others are
+/// counted into one summary record per source and interval (see `refusal_limit`). Per interval
+/// the log grows by at most `burst + records_per_sec * interval_secs` refusal records and
+/// `max_sources + 3` summaries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefusalsConfig {
+    /// The counting interval; each source with counted refusals gets one summary at its end.
+    pub interval_secs: u64,
+    /// Refusals per (source, kind) and interval that get a record of their own.
+    pub per_source: u64,
+    /// Sources tracked one by one per interval; beyond, they are counted together.
+    pub max_sources: usize,
+    /// Node-wide: refusal records of their own per second, on average...
+    pub records_per_sec: u64,
+    /// ...and at most this many at once.
+    pub burst: u64,
+}
+
+impl Default for RefusalsConfig {
+    fn default() -> Self {
+        Self { interval_secs: 60, per_source: 100, max_sources: 1_000, records_per_sec: 10, burst: 200 }
+    }
 }
 
 /// The node's audit API (`/audit/v1/...` on the HTTPS consumer listener).
@@ -250,6 +277,10 @@ impl NodeConfig {
             return Err(
                 "limits: service_timeout_secs must be positive and max_header_bytes at least 1024".into()
             );
+        }
+        let r = &config.refusals;
+        if r.interval_secs == 0 || r.interval_secs > 86_400 || r.max_sources == 0 {
+            return Err("refusals: interval_secs must be 1 to 86400 and max_sources positive".into());
         }
         if config.log.checkpoint_interval_secs == 0 {
             return Err("log: checkpoint_interval_secs must be positive".into());

@@ -6,7 +6,7 @@
 //! request durably, send to a provider node (failing over while nothing was delivered), read and
 //! verify the response, log it durably, and only then release it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
@@ -26,6 +26,7 @@ use crate::body::{BodyError, SpooledBody, spool};
 use crate::config::ClientAuth;
 use crate::exchange_log::Side;
 use crate::peer::PeerError;
+use crate::refusal_limit::Kind;
 use crate::state::{Body, NodeState, error_response, full, new_detail};
 
 /// Who is on the other end of a consumer-side connection.
@@ -59,6 +60,9 @@ struct Known {
     user_id: String,
     peer: Option<NodeId>,
     logged_request: bool,
+    /// The client passed its authentication: from here on, refusals are of an identified
+    /// party's exchange and each keeps its own record (see [`crate::refusal_limit`]).
+    authenticated: bool,
 }
 
 /// Handles one request on a consumer-side listener.
@@ -83,14 +87,18 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
         Err((reject, relayed)) => {
             // Made only for a refusal: a UUID costs a getrandom call.
             let detail = new_detail();
-            refuse(&state, &reject, relayed.as_ref(), &detail, &method, &known, accept.as_deref()).await
+            let source = conn.remote.ip();
+            refuse(&state, &reject, relayed.as_ref(), &detail, &method, &known, source, accept.as_deref())
+                .await
         }
     }
 }
 
 /// Logs a refusal (every answer has a record) and renders it. `relayed` is the provider node's
 /// fault when it refused: its code and detail are kept, so one id finds the records of both
-/// nodes.
+/// nodes. A refusal before the client was authenticated gets a record of its own only within
+/// the refusal limit; beyond it, its source's summary counts it (the answer is the same).
+#[allow(clippy::too_many_arguments)]
 async fn refuse(
     state: &NodeState,
     reject: &Reject,
@@ -98,6 +106,7 @@ async fn refuse(
     detail: &str,
     method: &str,
     known: &Known,
+    source: IpAddr,
     accept: Option<&str>,
 ) -> Response<Body> {
     let (code, status, detail) = match relayed {
@@ -112,6 +121,9 @@ async fn refuse(
     tracing::info!(%code, %detail, message = %reject.message, "consumer refused an exchange");
     // Transport-only mode (benchmarks) writes no records, refusals included.
     if state.transport_only {
+        return error_response(&code, status, &reject.message, detail, accept);
+    }
+    if !known.authenticated && !state.admit_refusal(Kind::Client, source, &code) {
         return error_response(&code, status, &reject.message, detail, accept);
     }
     let fault =
@@ -129,7 +141,11 @@ async fn refuse(
         peer: known.peer.as_ref(),
         message_time_ms: to_millis(state.now()),
     };
-    let rec = record::refusal_record(&refusal, fault, status, Role::Consumer, &state.keys.node, state.now());
+    let mut rec =
+        record::refusal_record(&refusal, fault, status, Role::Consumer, &state.keys.node, state.now());
+    if !known.authenticated {
+        rec.source_address = source.to_string();
+    }
     let subsystem = known.client.as_ref().and_then(ClientId::subsystem);
     if let Err(failed) = state.log.append(rec, None, subsystem, Side::Consumer).await {
         return error_response(
@@ -313,6 +329,7 @@ async fn exchange(
         return Err(plain(Reject::new(Fault::UnknownClient, format!("client {client} is not registered"))));
     }
     authenticate(state, &client, conn).map_err(plain)?;
+    known.authenticated = true;
     if gc.node(own).is_some_and(|n| n.maintenance) {
         return Err(plain(Reject::new(Fault::ClientMaintenanceMode, "this node is in maintenance")));
     }

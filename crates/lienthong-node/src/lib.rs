@@ -15,6 +15,7 @@ pub mod home;
 pub mod manage;
 pub mod peer;
 mod provider;
+mod refusal_limit;
 mod replay;
 mod server;
 mod state;

@@ -50,7 +50,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{AlertDescription, ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
@@ -802,10 +802,26 @@ pub struct PeerServerOptions {
     pub revoke_grace: Duration,
     /// How long open exchanges may finish once shutdown is asked for.
     pub shutdown_grace: Duration,
-    /// Where refused connections are reported (for the message log's security events). Sent
-    /// with `try_send`: when the receiver lags, reports are dropped rather than queued, so a
-    /// flood of bad handshakes costs no memory.
-    pub refusals: Option<mpsc::Sender<PeerRefusal>>,
+    /// Where refused connections are reported (for the message log's security events), as
+    /// they happen: the sink decides at once what to keep, so a flood of bad handshakes queues
+    /// nothing and every refusal is counted.
+    pub refusals: Option<RefusalSink>,
+}
+
+/// Receives each refused peer connection; it must not block.
+#[derive(Clone)]
+pub struct RefusalSink(Arc<dyn Fn(PeerRefusal) + Send + Sync>);
+
+impl RefusalSink {
+    pub fn new(f: impl Fn(PeerRefusal) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for RefusalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalSink")
+    }
 }
 
 /// A peer connection refused before any exchange: who tried and why.
@@ -816,10 +832,8 @@ pub struct PeerRefusal {
 }
 
 fn report_refusal(opts: &PeerServerOptions, remote: SocketAddr, reason: String) {
-    if let Some(tx) = &opts.refusals
-        && tx.try_send(PeerRefusal { remote, reason }).is_err()
-    {
-        debug!(%remote, "refusal report dropped (reports are behind)");
+    if let Some(sink) = &opts.refusals {
+        (sink.0)(PeerRefusal { remote, reason });
     }
 }
 

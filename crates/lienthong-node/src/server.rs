@@ -19,6 +19,7 @@ use lienthong_msglog::{CheckpointSigner, LogConfig, LogStore, MessageLog, Segmen
 use lienthong_pki::consumer_tls::consumer_server_config;
 use lienthong_pki::tls::TlsIdentity;
 use lienthong_pki::{Certificate, PrivateKey};
+use lienthong_types::Fault;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -32,7 +33,10 @@ use crate::config::NodeConfig;
 use crate::consumer::{self, ConnInfo};
 use crate::exchange_log::ExchangeLog;
 use crate::home::NodeKeys;
-use crate::peer::{PeerClient, PeerClientOptions, PeerRefusal, PeerServer, PeerServerOptions, PeerTrust};
+use crate::peer::{
+    PeerClient, PeerClientOptions, PeerRefusal, PeerServer, PeerServerOptions, PeerTrust, RefusalSink,
+};
+use crate::refusal_limit::{Kind, Limits as RefusalLimits, RefusalLimiter, summary_record};
 use crate::replay::ReplayGuard;
 use crate::state::{Backend, NodeState};
 use crate::witness::RegistryWitness;
@@ -313,6 +317,14 @@ impl NodeHandle {
             .transpose()
             .map_err(|e| StartError::Invalid(e.to_string()))?;
         let peer_addr = listeners.peer.local_addr().map_err(|e| StartError::Invalid(e.to_string()))?;
+        let r = &config.refusals;
+        let refusal_limits = RefusalLimits {
+            interval_ms: i64::try_from(r.interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            per_source: r.per_source,
+            max_sources: r.max_sources,
+            records_per_sec: r.records_per_sec,
+            burst: r.burst,
+        };
         let state = Arc::new(NodeState {
             config,
             keys,
@@ -329,15 +341,16 @@ impl NodeHandle {
             next_node: AtomicUsize::new(0),
             started_at_ms: to_millis(clock_now),
             transport_only: options.transport_only,
+            refusals: std::sync::Mutex::new(RefusalLimiter::new(refusal_limits, to_millis(clock_now))),
         });
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(follow_conf(state.clone(), conf_rx, peers, trust_tx, stopped.clone()));
-        // Refused peer connections become security events in the log; the channel is small
-        // and reports beyond it are dropped, so a flood of bad handshakes stays cheap.
-        let (refusals_tx, refusals_rx) = tokio::sync::mpsc::channel(64);
-        tasks.spawn(log_refusals(state.clone(), refusals_rx));
+        // Refused peer connections become security events in the log, within the refusal
+        // limit; the rest are counted into the interval's summaries, which this task writes.
+        let refusals_tx = peer_refusal_sink(&state);
+        tasks.spawn(write_refusal_summaries(state.clone(), stopped.clone()));
         let provider_state = state.clone();
         let max_peer_connections = state.config.limits.max_peer_connections;
         let mut peer_stop = stopped.clone();
@@ -433,6 +446,9 @@ impl NodeHandle {
         if grace.await.is_err() {
             self.tasks.abort_all();
         }
+        // The refusals counted in the interval in progress: its summaries are written now, so
+        // the last checkpoint covers them.
+        write_summaries(&self.state, true).await;
         if let Some(c) = self.checkpointer.take() {
             c.stop().await;
         }
@@ -463,27 +479,69 @@ impl NodeHandle {
     }
 }
 
-/// Writes a refusal record for each refused peer connection, with its own detail id.
-async fn log_refusals(state: Arc<NodeState>, mut refusals: tokio::sync::mpsc::Receiver<PeerRefusal>) {
-    while let Some(r) = refusals.recv().await {
-        let detail = crate::state::new_detail();
-        let reject = lienthong_exchange::Reject::new(
-            lienthong_types::Fault::ServerSslAuthenticationFailed,
-            format!("refused a peer connection from {}: {}", r.remote, r.reason),
+/// The sink for refused peer connections: each is counted by the refusal limit at once, and
+/// the ones it admits are written (in the background: the accept loop never waits for the log).
+fn peer_refusal_sink(state: &Arc<NodeState>) -> RefusalSink {
+    let state = state.clone();
+    RefusalSink::new(move |r: PeerRefusal| {
+        let fault = Fault::ServerSslAuthenticationFailed;
+        if !state.admit_refusal(Kind::PeerTls, r.remote.ip(), &fault.code()) {
+            return;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            let detail = crate::state::new_detail();
+            let reject = lienthong_exchange::Reject::new(
+                fault,
+                format!("refused a peer connection from {}: {}", r.remote, r.reason),
+            );
+            let fault = lienthong_exchange::error_body::to_pb(&reject, &detail);
+            let mut record = lienthong_exchange::record::refusal_record(
+                &lienthong_exchange::record::Refusal {
+                    direction: Some(lienthong_exchange::record::Direction::Request),
+                    ..Default::default()
+                },
+                fault,
+                reject.fault.http_status(),
+                lienthong_exchange::record::Role::Provider,
+                &state.keys.node,
+                state.now(),
+            );
+            record.source_address = r.remote.ip().to_string();
+            // A failure is already logged and marks the node not ready.
+            let _ = state.log.append(record, None, None, crate::exchange_log::Side::Provider).await;
+        });
+    })
+}
+
+/// Writes the refusal summaries of each interval as it ends, until the node stops (the last
+/// ones are written by [`NodeHandle::shutdown`]).
+async fn write_refusal_summaries(state: Arc<NodeState>, mut stopped: watch::Receiver<bool>) {
+    let interval = Duration::from_secs(state.config.refusals.interval_secs);
+    let mut tick =
+        tokio::time::interval((interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => write_summaries(&state, false).await,
+            () = until_stopped(&mut stopped) => return,
+        }
+    }
+}
+
+/// Appends the summaries due (or all pending ones): each is one record, evidence of the
+/// refusals it counts.
+async fn write_summaries(state: &NodeState, all: bool) {
+    for summary in state.refusal_summaries(all) {
+        let record = summary_record(&summary, &state.keys.node, to_millis(state.now()));
+        tracing::warn!(
+            source = %summary.source.text(),
+            kind = ?summary.kind,
+            recorded = summary.recorded,
+            counted = summary.suppressed_total(),
+            "refusals of unauthenticated traffic beyond the limit, counted in a summary record"
         );
-        let fault = lienthong_exchange::error_body::to_pb(&reject, &detail);
-        let record = lienthong_exchange::record::refusal_record(
-            &lienthong_exchange::record::Refusal {
-                direction: Some(lienthong_exchange::record::Direction::Request),
-                ..Default::default()
-            },
-            fault,
-            reject.fault.http_status(),
-            lienthong_exchange::record::Role::Provider,
-            &state.keys.node,
-            state.now(),
-        );
-        // A failure is already logged and marks the node not ready.
+        // A failure is already logged and marks the node not ready; the counts are lost.
         let _ = state.log.append(record, None, None, crate::exchange_log::Side::Provider).await;
     }
 }

@@ -1,9 +1,10 @@
 //! What both sides of a running node share.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use lienthong_exchange::{Reject, error_body};
-use lienthong_globalconf::{Freshness, VerifiedConf};
+use lienthong_globalconf::{Freshness, VerifiedConf, to_millis};
 use lienthong_pki::Fingerprint;
 use lienthong_types::{Fault, ServiceId, SubsystemId};
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ use crate::config::NodeConfig;
 use crate::exchange_log::ExchangeLog;
 use crate::home::NodeKeys;
 use crate::peer::PeerClient;
+use crate::refusal_limit::{Kind, RefusalLimiter, Summary};
 use crate::replay::ReplayGuard;
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
@@ -58,6 +60,8 @@ pub(crate) struct NodeState {
     /// Benchmark only ([`crate::StartOptions::transport_only`]): no signatures made or checked,
     /// no exchange records written.
     pub transport_only: bool,
+    /// Which refusals of unauthenticated traffic get a record of their own.
+    pub refusals: Mutex<RefusalLimiter>,
 }
 
 impl NodeState {
@@ -73,6 +77,20 @@ impl NodeState {
             Some(_) => Err(Reject::new(fault, "this node's global configuration has expired")),
             None => Err(Reject::new(fault, "this node has no global configuration yet")),
         }
+    }
+
+    /// Counts a refusal of unauthenticated traffic (see [`crate::refusal_limit`]); true when it
+    /// gets a record of its own, false when only its interval's summary will count it.
+    pub(crate) fn admit_refusal(&self, kind: Kind, source: IpAddr, code: &str) -> bool {
+        let now = to_millis(self.now());
+        self.refusals.lock().unwrap_or_else(PoisonError::into_inner).admit(now, kind, source, code)
+    }
+
+    /// The refusal summaries due now, or all of them (at shutdown).
+    pub(crate) fn refusal_summaries(&self, all: bool) -> Vec<Summary> {
+        let now = to_millis(self.now());
+        let mut limiter = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if all { limiter.take_all(now) } else { limiter.take_due(now) }
     }
 
     pub(crate) fn rotation(&self) -> usize {

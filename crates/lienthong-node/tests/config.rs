@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use lienthong_node::NodeConfig;
-use lienthong_node::config::{BodyPolicyName, ClientAuth};
+use lienthong_node::config::{BodyPolicyName, ClientAuth, RefusalsConfig};
 
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/node.toml")
@@ -26,6 +26,7 @@ fn the_example_configuration_is_valid() {
     assert_eq!(config.limits.body_total_timeout_secs, 300);
     assert_eq!(config.limits.max_client_connections, 1024);
     assert_eq!(config.limits.max_peer_connections, 4096);
+    assert_eq!(config.refusals, RefusalsConfig::default(), "the example spells out the defaults");
 }
 
 const MINIMAL: &str =
@@ -70,6 +71,14 @@ fn bad_configuration_files_are_refused_with_a_clear_error() {
         let e = refused(&format!("{MINIMAL}[limits]\n{zero} = 0\n"));
         assert!(e.contains("must be positive"), "{zero}: {e}");
     }
+    let refusals = NodeConfig::parse(&format!("{MINIMAL}[refusals]\ninterval_secs = 5\n")).unwrap();
+    assert_eq!((refusals.refusals.interval_secs, refusals.refusals.per_source), (5, 100), "defaults fill in");
+    for bad in ["interval_secs = 0", "interval_secs = 86401", "max_sources = 0"] {
+        let e = refused(&format!("{MINIMAL}[refusals]\n{bad}\n"));
+        assert!(e.contains("refusals"), "{bad}: {e}");
+    }
+    let unknown = refused(&format!("{MINIMAL}[refusals]\nrate = 5\n"));
+    assert!(unknown.contains("unknown field `rate`"), "{unknown}");
     let policy = refused(&format!("{MINIMAL}[log]\nbody_policy = \"some\"\n"));
     assert!(policy.contains("body_policy") || policy.contains("unknown variant"), "{policy}");
 }

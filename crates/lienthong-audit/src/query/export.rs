@@ -73,6 +73,8 @@ pub const COLUMNS: &[&str] = &[
     "body_sha256",
     "body_length",
     "witnessed",
+    "source_address",
+    "refusal_summary",
 ];
 
 /// A time in UTC ISO-8601 with milliseconds, e.g. `2026-11-25T10:15:30.123Z`. Times outside
@@ -125,6 +127,48 @@ where
     }
 }
 
+/// A refusal summary (see `RefusalSummary` in the msglog proto); in CSV, this object as JSON.
+#[derive(Serialize)]
+struct SummaryView {
+    kind: &'static str,
+    /// Empty for `other_sources`.
+    source: String,
+    other_sources: bool,
+    interval_start: String,
+    interval_end: String,
+    first_seen: String,
+    last_seen: String,
+    /// Refusals of this source and kind in the interval with a record of their own.
+    recorded: u64,
+    /// Counted here only: in all, and per fault code.
+    suppressed_total: u64,
+    suppressed: std::collections::BTreeMap<String, u64>,
+}
+
+impl SummaryView {
+    fn new(s: &pb::RefusalSummary) -> Self {
+        let suppressed: std::collections::BTreeMap<String, u64> =
+            s.suppressed.iter().map(|c| (c.code.clone(), c.count)).collect();
+        SummaryView {
+            kind: match pb::RefusalKind::try_from(s.kind) {
+                Ok(pb::RefusalKind::PeerTls) => "peer_tls",
+                Ok(pb::RefusalKind::Audit) => "audit",
+                Ok(pb::RefusalKind::Client) => "client",
+                _ => "unspecified",
+            },
+            source: s.source.clone(),
+            other_sources: s.other_sources,
+            interval_start: format_time(s.interval_start_ms),
+            interval_end: format_time(s.interval_end_ms),
+            first_seen: format_time(s.first_seen_ms),
+            last_seen: format_time(s.last_seen_ms),
+            recorded: s.recorded,
+            suppressed_total: s.suppressed.iter().map(|c| c.count).fold(0, u64::saturating_add),
+            suppressed,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ProofView {
     checkpoint_size: u64,
@@ -157,6 +201,10 @@ struct Row<'a> {
     body_sha256: String,
     body_length: u64,
     witnessed: bool,
+    /// The caller's address, on refusals of unauthenticated traffic.
+    source_address: &'a str,
+    /// Only on a refusal summary (no exchange): the refusals it counts.
+    refusal_summary: Option<SummaryView>,
     leaf_hash: String,
     proof: Option<ProofView>,
 }
@@ -187,6 +235,8 @@ impl<'a> Row<'a> {
             body_sha256: hex::encode(&r.body_sha256),
             body_length: r.body_length,
             witnessed: q.witnessed(),
+            source_address: &r.source_address,
+            refusal_summary: r.refusal_summary.as_ref().map(SummaryView::new),
             leaf_hash: hex::encode(q.leaf_hash),
             proof: q.proof.as_ref().map(|p| ProofView {
                 checkpoint_size: p.tree_size,
@@ -197,7 +247,7 @@ impl<'a> Row<'a> {
     }
 
     /// The CSV fields, in [`COLUMNS`] order.
-    fn csv_fields(&self) -> [String; 21] {
+    fn csv_fields(&self) -> [String; 23] {
         [
             self.leaf_index.to_string(),
             self.logged_at.clone(),
@@ -220,6 +270,8 @@ impl<'a> Row<'a> {
             self.body_sha256.clone(),
             self.body_length.to_string(),
             self.witnessed.to_string(),
+            self.source_address.to_owned(),
+            self.refusal_summary.as_ref().and_then(|s| serde_json::to_string(s).ok()).unwrap_or_default(),
         ]
     }
 }
