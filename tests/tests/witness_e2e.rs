@@ -9,7 +9,9 @@ use std::sync::Arc;
 use common::{request, start_registry, within};
 use lienthong_globalconf::sign_request;
 use lienthong_msglog::checkpoint::{Checkpoint, sign_checkpoint, verify_witness_signatures};
-use lienthong_msglog::witness::{Witness, WitnessFuture, WitnessedFuture, checkpoint_and_witness, last_witnessed};
+use lienthong_msglog::witness::{
+    Witness, WitnessFuture, WitnessedFuture, checkpoint_and_witness, last_witnessed,
+};
 use lienthong_msglog::{CheckpointSigner, LogConfig, LogError, MemStore, MessageLog};
 use lienthong_pki::{Certificate, CertificateAuthority, Csr, KeyAlgorithm, PrivateKey, Validity};
 use lienthong_proto::globalconf::v1 as gc;

@@ -15,27 +15,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// A node with r1 over HTTP; `services` is appended.
-fn node_config(dir: &str, port: u16, services: &str) -> String {
-    format!(
-        r#"data_dir = "{dir}"
-[consumer]
-http = "127.0.0.1:0"
-[peer]
-listen = "127.0.0.1:{port}"
-[log]
-checkpoint_interval_secs = 1
-{services}"#
-    )
-}
-
-/// `http://127.0.0.1:PORT` of the node's r1 listener, from what `node serve` prints.
-fn r1_base(node: &Daemon) -> String {
-    let r1 = node.line_after("r1 (HTTP): http://");
-    let r1 = r1.strip_suffix("/r1/...").unwrap_or_else(|| panic!("r1 line: {r1:?}"));
-    format!("http://{r1}")
-}
-
 /// The number of records the node's log holds, from `/readyz` once it says ready: after each "not
 /// ready" it waits for the next line any captured process logs, at most 100 ms, and for 20 s in
 /// all.

@@ -58,34 +58,37 @@ pub async fn checkpoint_and_witness(
     // refuses any history without a proof from the size it holds: take the witnessed checkpoint
     // back from the witness, once this log is shown to extend it.
     if previous.is_none() && log.head().size > 0 {
-        previous = recover_witnessed(log, signer, witness).await?.or(previous);
+        previous = recover_witnessed(log, signer, witness, None).await?;
     }
     match witness_once(log, signer, witness, previous, now_ms).await {
         Err(LogError::Checkpoint(refused)) => {
             // The witness may hold a newer checkpoint than this store (the store was restored
             // from an older copy, or lost its last co-signed checkpoint in a crash).
             let held = last_witnessed(log)?.map(|c| c.size);
-            match recover_witnessed(log, signer, witness).await? {
-                Some(c) if held.is_none_or(|h| c.size > h) => {
-                    witness_once(log, signer, witness, Some(c), now_ms).await
-                }
-                _ => Err(LogError::Checkpoint(refused)),
+            match recover_witnessed(log, signer, witness, held).await? {
+                Some(c) => witness_once(log, signer, witness, Some(c), now_ms).await,
+                None => Err(LogError::Checkpoint(refused)),
             }
         }
         other => other,
     }
 }
 
-/// Fetches the witness's last checkpoint of this log and, if this log extends it (its tree at
-/// that size has that root), keeps it as the log's own witnessed checkpoint.
+/// Fetches the witness's last checkpoint of this log and, if it is newer than the one this log
+/// holds (`held`, its size) and this log extends it (its tree at that size has that root), keeps
+/// it as the log's own witnessed checkpoint. `None` if the witness holds nothing newer.
 async fn recover_witnessed(
     log: &MessageLog,
     signer: &CheckpointSigner,
     witness: &dyn Witness,
+    held: Option<u64>,
 ) -> Result<Option<Checkpoint>, LogError> {
-    let Some(held) = witness.witnessed(&signer.origin).await? else { return Ok(None) };
-    let checkpoint = Checkpoint::decode(&held)?;
-    if checkpoint.origin != signer.origin || !is_witnessed(&held) {
+    let Some(theirs) = witness.witnessed(&signer.origin).await? else { return Ok(None) };
+    let checkpoint = Checkpoint::decode(&theirs)?;
+    if held.is_some_and(|h| checkpoint.size <= h) {
+        return Ok(None);
+    }
+    if checkpoint.origin != signer.origin || !is_witnessed(&theirs) {
         return Err(LogError::Checkpoint(
             "the witness returned another log's or an unsigned checkpoint".into(),
         ));
@@ -108,7 +111,7 @@ async fn recover_witnessed(
             checkpoint.size
         )));
     }
-    log.store().put_checkpoint(checkpoint.size, &held)?;
+    log.store().put_checkpoint(checkpoint.size, &theirs)?;
     tracing::info!(size = checkpoint.size, "took the witnessed checkpoint back from the witness");
     Ok(Some(checkpoint))
 }

@@ -27,7 +27,6 @@ use prost::Message;
 const NODE: &str = "VN/GOV/000.00.00.G22/ss1";
 const NOW_MS: i64 = 1_750_000_000_000;
 
-
 fn witness() -> (PrivateKey, WitnessKey) {
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     let public = key.public_key();

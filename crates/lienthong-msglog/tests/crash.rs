@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use lienthong_msglog::merkle::{self, MemNodes};
 use lienthong_msglog::record::{attach_body, decode_record};
 use lienthong_msglog::store::StoreNodes;
-use lienthong_msglog::{BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore, SegmentStore, verify_store};
+use lienthong_msglog::{
+    BodyPolicy, Entry, LogConfig, LogStore, MessageLog, RedbStore, SegmentStore, verify_store,
+};
 use lienthong_proto::msglog::v1 as pb;
 
 /// Selects the child role: the directory of the log it writes.

@@ -155,6 +155,12 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// SIGKILL, and waits for the exit: a crash, nothing flushed or closed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The stdout lines read by [`Daemon::terminate`] while the process stopped.
     pub fn printed_at_exit(&self) -> &[String] {
         &self.at_exit
@@ -435,4 +441,25 @@ pub fn set_up_instance(d: &Path, activity: &mpsc::Sender<()>, registry_stderr: S
         "{nodes}"
     );
     Instance { registry, api, prov_port, cons_port }
+}
+
+/// A node with r1 over HTTP; `services` is appended.
+pub fn node_config(dir: &str, port: u16, services: &str) -> String {
+    format!(
+        r#"data_dir = "{dir}"
+[consumer]
+http = "127.0.0.1:0"
+[peer]
+listen = "127.0.0.1:{port}"
+[log]
+checkpoint_interval_secs = 1
+{services}"#
+    )
+}
+
+/// `http://127.0.0.1:PORT` of the node's r1 listener, from what `node serve` prints.
+pub fn r1_base(node: &Daemon) -> String {
+    let r1 = node.line_after("r1 (HTTP): http://");
+    let r1 = r1.strip_suffix("/r1/...").unwrap_or_else(|| panic!("r1 line: {r1:?}"));
+    format!("http://{r1}")
 }
