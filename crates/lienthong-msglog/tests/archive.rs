@@ -9,7 +9,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use lienthong_msglog::checkpoint::{self, Checkpoint};
 use lienthong_msglog::merkle::{self, Frontier};
@@ -19,9 +18,8 @@ use lienthong_msglog::{
     ARCHIVE_FORMAT, BodyPolicy, CheckpointSigner, Entry, ExportError, LogConfig, LogStore, MemStore,
     MessageLog, VerifyError, WitnessKey, export, verify_archive, verify_archive_bytes,
 };
-use lienthong_pki::{CertificateAuthority, Csr, Fingerprint, KeyAlgorithm, PrivateKey, Validity};
+use lienthong_pki::{Fingerprint, KeyAlgorithm, PrivateKey};
 use lienthong_proto::msglog::v1 as pb;
-use lienthong_types::NodeId;
 use prost::Message;
 
 const NODE: &str = "VN/GOV/000.00.00.G22/ss1";

@@ -24,7 +24,7 @@ use lienthong_msglog::{
     RedbStore, SegmentStore,
 };
 use lienthong_pki::{
-    BodyKey, CertificateAuthority, Csr, Fingerprint, KeyAlgorithm, PrivateKey, SealError, Validity,
+    BodyKey, Fingerprint, KeyAlgorithm, PrivateKey, SealError,
 };
 use lienthong_proto::msglog::v1 as pb;
 use lienthong_types::{ClientId, NodeId, ServiceId};

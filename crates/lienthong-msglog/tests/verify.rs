@@ -15,7 +15,6 @@ mod support;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use lienthong_msglog::checkpoint::{self, Checkpoint};
 use lienthong_msglog::merkle::{self, Frontier, Hash};
@@ -25,7 +24,7 @@ use lienthong_msglog::{
     BodyPolicy, CheckpointSigner, Entry, LOG_FILE, LogConfig, LogError, LogStore, MemStore, MessageLog,
     RedbStore, Report, VerifyError, WitnessKey, verify_store,
 };
-use lienthong_pki::{CertificateAuthority, Csr, Fingerprint, KeyAlgorithm, PrivateKey, Validity};
+use lienthong_pki::{Fingerprint, KeyAlgorithm, PrivateKey};
 use lienthong_proto::msglog::v1 as pb;
 use lienthong_types::{ClientId, NodeId, ServiceId};
 use prost::Message;
