@@ -23,9 +23,7 @@ use lienthong_msglog::{
     BodyPolicy, CheckpointSigner, Entry, Head, LogConfig, LogError, LogStore, MemStore, MessageLog,
     RedbStore, SegmentStore,
 };
-use lienthong_pki::{
-    BodyKey, Fingerprint, KeyAlgorithm, PrivateKey, SealError,
-};
+use lienthong_pki::{BodyKey, Fingerprint, KeyAlgorithm, PrivateKey, SealError};
 use lienthong_proto::msglog::v1 as pb;
 use lienthong_types::{ClientId, NodeId, ServiceId};
 
