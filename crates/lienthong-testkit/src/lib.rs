@@ -6,6 +6,7 @@
 pub mod audit;
 mod backend;
 pub mod browser;
+pub mod faultproxy;
 pub mod tmpfs;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegis
 use lienthong_types::{ClientId, MemberId, NodeId, ServiceId, SubsystemId};
 
 pub use backend::{MockBackend, Mode, Seen};
+pub use faultproxy::{Fault, FaultProxy, Toward};
 
 /// Makes management request ids unique within a test process.
 static PUBLISHED: AtomicI64 = AtomicI64::new(0);
@@ -176,6 +178,9 @@ pub struct TestNode {
     /// Whether the node runs in the benchmark-only transport-only mode (see
     /// [`Topology::restart_transport_only`]); kept across restarts.
     pub transport_only: bool,
+    /// The fault-injecting proxy the node is registered behind (peers reach its peer port only
+    /// through it), when the topology was built with one; see [`Topology::standard_proxied`].
+    pub proxy: Option<FaultProxy>,
 }
 
 impl std::fmt::Debug for TestNode {
@@ -266,6 +271,23 @@ impl Topology {
 
     /// [`Topology::standard`] with extra TOML for every node's configuration.
     pub async fn standard_with(extra_toml: &str) -> Self {
+        Self::standard_behind(extra_toml, &[]).await
+    }
+
+    /// [`Topology::standard_with`], with the provider nodes 1 and 2 registered at the address of
+    /// a [`FaultProxy`] in front of their peer ports ([`Topology::proxy`]), so a test can delay,
+    /// cut or black-hole the consumer's connections to them. The proxy passes traffic until told
+    /// otherwise; mTLS goes through it unchanged.
+    pub async fn standard_proxied(extra_toml: &str) -> Self {
+        Self::standard_behind(extra_toml, &[1, 2]).await
+    }
+
+    /// The proxy node `i` is registered behind (see [`Topology::standard_proxied`]).
+    pub fn proxy(&self, i: usize) -> &FaultProxy {
+        self.nodes[i].proxy.as_ref().expect("the node is registered behind a fault proxy")
+    }
+
+    async fn standard_behind(extra_toml: &str, proxied: &[usize]) -> Self {
         use names::*;
         let specs = vec![
             NodeSpec {
@@ -287,10 +309,12 @@ impl Topology {
                 extra_toml: extra_toml.into(),
             },
         ];
-        let mut t = Self::build(
+        let mut t = Self::build_behind(
+            "VN",
             &[(BCA, "Bộ Công an", &["dancu"]), (VPCP, "Văn phòng Chính phủ", &["cong-dvc"])],
             specs,
             2,
+            proxied,
         )
         .await;
         t.publish(&service(CONG_DAN), &node_id(NODE_BCA_1)).await;
@@ -313,6 +337,18 @@ impl Topology {
         specs: Vec<NodeSpec>,
         backends: usize,
     ) -> Self {
+        Self::build_behind(instance, members, specs, backends, &[]).await
+    }
+
+    /// [`Topology::build_instance`], registering the nodes whose index is in `proxied` behind a
+    /// [`FaultProxy`].
+    async fn build_behind(
+        instance: &str,
+        members: &[(&str, &str, &[&str])],
+        specs: Vec<NodeSpec>,
+        backends: usize,
+        proxied: &[usize],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clock = TestClock::default();
         let mut registry = TestRegistry::start_instance(dir.path(), &clock, true, instance).await;
@@ -330,8 +366,9 @@ impl Topology {
             mocks.push(MockBackend::start(&format!("backend-{i}")).await);
         }
         let mut nodes = Vec::new();
-        for spec in specs {
-            nodes.push(Self::init_node(dir.path(), &registry, &clock, &mocks, spec).await);
+        for (i, spec) in specs.into_iter().enumerate() {
+            let proxy = proxied.contains(&i);
+            nodes.push(Self::init_node(dir.path(), &registry, &clock, &mocks, spec, proxy).await);
         }
         let http = Client::builder(TokioExecutor::new()).build_http();
         Self { dir, clock, registry, nodes, backends: mocks, http }
@@ -343,6 +380,7 @@ impl Topology {
         clock: &TestClock,
         mocks: &[MockBackend],
         spec: NodeSpec,
+        proxied: bool,
     ) -> TestNode {
         let node_dir = dir.join(spec.id.code.as_str());
         let mut toml = format!(
@@ -355,7 +393,13 @@ impl Topology {
         toml.push_str(&spec.extra_toml);
         let config = NodeConfig::parse(&toml).unwrap_or_else(|e| panic!("node config: {e}\n{toml}"));
         let listeners = within(Listeners::bind(&config)).await.expect("bind node listeners");
-        let peer_url = format!("https://{}", listeners.peer_addr().expect("peer address"));
+        let peer_addr = listeners.peer_addr().expect("peer address");
+        // Restarts keep the peer port, so the proxy's upstream stays right.
+        let proxy = match proxied {
+            true => Some(FaultProxy::start(peer_addr).await.expect("start a fault proxy")),
+            false => None,
+        };
+        let peer_url = proxy.as_ref().map_or_else(|| format!("https://{peer_addr}"), FaultProxy::https_url);
         let home = NodeHome::new(&node_dir);
         let mut opts = NodeInitOptions::new(registry.anchor(), spec.id.clone(), vec![peer_url]);
         opts.subsystems = spec.subsystems.clone();
@@ -366,7 +410,8 @@ impl Topology {
         let outcome = within(home.init(&opts)).await.expect("node init");
         assert!(outcome.is_complete(), "node init incomplete: {outcome:?}");
         let skew = Arc::new(AtomicI64::new(0));
-        let mut node = TestNode { id: spec.id, home, config, handle: None, skew, transport_only: false };
+        let mut node =
+            TestNode { id: spec.id, home, config, handle: None, skew, transport_only: false, proxy };
         Self::start_on(&mut node, clock, listeners).await;
         node
     }
