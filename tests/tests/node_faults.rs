@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
 use lienthong_msglog::LogStore as _;
 use lienthong_node::ConfClientError;
@@ -17,56 +17,8 @@ use lienthong_testkit::names::*;
 use lienthong_testkit::tmpfs::Tmpfs;
 use lienthong_testkit::{Mode, Topology, node_id, within};
 
-/// A GET of the granted population service from `CONG_DVC`, with a message id to find its
-/// records by, optionally pinned to one provider node.
-fn get(message_id: &str, pin: Option<&str>) -> Request<Full<Bytes>> {
-    let path = format!("/r1/{CONG_DAN}/cong-dan/001090012345");
-    let mut req = Topology::r1("GET", &path, "");
-    req.headers_mut().insert("x-road-id", message_id.parse().unwrap());
-    if let Some(node) = pin {
-        req.headers_mut().insert("x-road-security-server", node.parse().unwrap());
-    }
-    req
-}
-
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices()
-            .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
-}
-
-/// Checks a gateway error as the protocol defines it and returns its `detail`.
-fn refused(resp: &Response<Bytes>, code: &str, status: u16) -> String {
-    let body = String::from_utf8_lossy(resp.body()).into_owned();
-    assert_eq!(resp.status(), status, "{body}");
-    assert_eq!(resp.headers().get("x-road-error").map(|v| v.to_str().unwrap()), Some(code), "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(v["type"], code, "{body}");
-    assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{body}");
-    // No internal address (backend, peer node) leaks to the client.
-    assert!(!body.contains("127.0.0.1"), "{body}");
-    let detail = v["detail"].as_str().unwrap_or_default().to_owned();
-    assert!(is_uuid(&detail), "detail is a UUID: {body}");
-    detail
-}
-
-fn ok(resp: &Response<Bytes>) {
-    let body = String::from_utf8_lossy(resp.body());
-    assert_eq!(resp.status(), 200, "{body} {:?}", resp.headers());
-    assert!(resp.headers().get("x-road-error").is_none());
-}
-
-fn of<'a>(records: &'a [LogRecord], message_id: &str) -> Vec<&'a LogRecord> {
-    records.iter().filter(|r| r.message_id == message_id).collect()
-}
-
-/// The refusal record a node wrote for a client-visible `detail`.
-fn refusal_for<'a>(records: &'a [LogRecord], detail: &str) -> &'a LogRecord {
-    records
-        .iter()
-        .find(|r| r.fault.as_ref().is_some_and(|f| f.detail == detail))
-        .unwrap_or_else(|| panic!("no refusal record with detail {detail} in {records:#?}"))
-}
+mod common;
+use common::node::{get, hits, is_uuid, of, ok, readyz, refusal_for, refused, until, until_ready};
 
 /// Both sides logged a failure the provider raised: each has the request and a refusal in the
 /// response direction carrying `code` (the consumer's with the `detail` the client saw).
@@ -91,30 +43,6 @@ fn both_sides_logged(t: &Topology, provider: usize, message_id: &str, code: &str
     assert_eq!((p[1].direction, fault.code.as_str()), (Direction::Response as i32, code));
     assert!(is_uuid(&fault.detail), "{fault:?}");
     assert_eq!(p[1].status, 500);
-}
-
-async fn readyz(t: &Topology, i: usize) -> (u16, String) {
-    let req = Request::get("/readyz").body(Full::new(Bytes::new())).unwrap();
-    let resp = t.call(i, req).await;
-    (resp.status().as_u16(), String::from_utf8_lossy(resp.body()).into_owned())
-}
-
-/// Waits until node `i` says it is ready; callers bound it with `within`.
-async fn until_ready(t: &Topology, i: usize) {
-    while readyz(t, i).await.0 != 200 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits (briefly sleeping) until `cond` holds; callers bound it with `within`.
-async fn until(cond: impl Fn() -> bool) {
-    while !cond() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn hits(t: &Topology) -> usize {
-    t.backends.iter().map(|b| b.hits()).sum()
 }
 
 /// Fault 2: with the registry unreachable, nodes serve from the cached configuration until it

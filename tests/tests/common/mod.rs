@@ -1,7 +1,10 @@
-//! Shared set-up of the registry end-to-end tests: the testkit's registry (served in-process
-//! through the same `init` and `serve` the CLI runs), with a clock the test moves.
+//! Shared set-up of the end-to-end tests. Here, the registry tests': the testkit's registry
+//! (served in-process through the same `init` and `serve` the CLI runs), with a clock the test
+//! moves; in `node`, the fault tests' helpers for a running topology.
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod node;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +16,7 @@ use lienthong_registry::admin::AdminSession;
 use lienthong_registry::{RegistryHome, RunningRegistry};
 use lienthong_testkit::TestRegistry;
 
+#[allow(unused_imports)] // Not every test that uses this module needs both.
 pub use lienthong_testkit::{TestClock, within};
 
 pub struct World {
