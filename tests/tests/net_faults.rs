@@ -133,3 +133,60 @@ async fn a_delayed_peer_connection_is_slower_then_times_out_then_recovers() {
     stop_and_verify_logs(&mut t).await;
     within(t.shutdown()).await;
 }
+
+/// Provider node 1 black-holed (connections accepted, nothing ever answered) while node 2 is
+/// reachable: a connection whose TLS handshake never completes delivered nothing, so every
+/// call fails over to node 2 within the exchange timeout; a call pinned to node 1 fails with
+/// `network_error` in time; the consumer stays ready (the peer is sick, not the node); and
+/// once the black hole ends, node 1 serves again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_provider_node_is_failed_over_in_time_and_serves_again_after() {
+    let mut t = Topology::standard_proxied(&limits()).await;
+    let mut ledger = Ledger::default();
+    t.proxy(1).set(Fault::BlackHole);
+
+    // The rotation puts node 1 first for every other call.
+    for n in 0..4 {
+        let id = format!("black-hole-{n}");
+        let started = Instant::now();
+        let resp = t.call(0, get(&id, None)).await;
+        let took = started.elapsed();
+        ledger.acked(&resp, &id);
+        assert_eq!(resp.headers()["x-backend"], "backend-1", "{id}");
+        assert!(took < 2 * EXCHANGE_TIMEOUT, "{id} took {took:?}");
+    }
+    assert!(t.proxy(1).accepted() >= 1, "node 1 was tried");
+    let (status, body) = readyz(&t, 0).await;
+    assert_eq!(status, 200, "{body}");
+
+    let started = Instant::now();
+    let resp = t.call(0, get("black-hole-pinned", Some(NODE_BCA_1))).await;
+    let took = started.elapsed();
+    ledger.failed(&resp, "black-hole-pinned", "server.clientproxy.network_error");
+    assert!(took < 2 * EXCHANGE_TIMEOUT, "took {took:?}");
+    assert!(of(&t.records(1), "black-hole-pinned").is_empty());
+
+    // The black hole ends. A handshake stuck in it is given up within the exchange timeout,
+    // after which node 1 is connected to again.
+    t.proxy(1).set(Fault::Pass);
+    let started = Instant::now();
+    let mut n = 0;
+    loop {
+        let id = format!("black-hole-over-{n}");
+        let resp = t.call(0, get(&id, Some(NODE_BCA_1))).await;
+        if resp.status() == 200 {
+            ledger.acked(&resp, &id);
+            break;
+        }
+        ledger.failed(&resp, &id, "server.clientproxy.network_error");
+        n += 1;
+        // Not the peer client's own handshake timeout (10 s): nothing waits on a stuck
+        // connect longer than an exchange.
+        let waited = started.elapsed();
+        assert!(waited < EXCHANGE_TIMEOUT + Duration::from_millis(500), "{n} calls failed in {waited:?}");
+    }
+    assert_eq!(readyz(&t, 0).await.0, 200);
+    ledger.check(&t);
+    stop_and_verify_logs(&mut t).await;
+    within(t.shutdown()).await;
+}

@@ -482,10 +482,9 @@ async fn send(
             .body(body.clone().into_body())
             .map_err(|_| Reject::new(Fault::ClientInternalError, "the request could not be built"))?;
         let timeout = std::time::Duration::from_secs(state.config.limits.exchange_timeout_secs);
-        let sent = tokio::time::timeout(timeout, state.peers.send(node, req)).await.map_err(|_| {
-            Reject::new(Fault::ClientNetworkError, format!("node {node} did not answer in time"))
-        })?;
-        match sent {
+        // Connecting is timed apart from answering: a node that could not be connected to in
+        // time (a black hole) got nothing, so the next one is tried.
+        match state.peers.send_within(node, req, timeout).await {
             Ok(resp) => return Ok((node.clone(), resp)),
             Err(e) if e.is_before_send() => {
                 tracing::warn!(%node, error = %e, "provider node not reachable, trying the next");
@@ -502,6 +501,9 @@ async fn send(
 
 fn peer_reject(node: &NodeId, e: &PeerError) -> Reject {
     match e {
+        PeerError::TimedOut { .. } => {
+            Reject::new(Fault::ClientNetworkError, format!("node {node} did not answer in time"))
+        }
         PeerError::Rejected { .. } => Reject::new(
             Fault::ClientSslAuthenticationFailed,
             format!("node {node} failed TLS authentication"),

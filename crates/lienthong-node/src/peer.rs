@@ -238,6 +238,14 @@ pub enum PeerError {
         #[source]
         source: hyper::Error,
     },
+    /// [`PeerClient::send_within`]: no connection to the node within the time given (a connect
+    /// or handshake that hangs, as into a black hole). Nothing was sent.
+    #[error("no connection to node {node} within {waited:?}")]
+    NotConnected { node: NodeId, waited: Duration },
+    /// [`PeerClient::send_within`]: the request was handed to the connection but the answer
+    /// did not begin in time; the peer may be processing it.
+    #[error("node {node} did not answer within {waited:?}")]
+    TimedOut { node: NodeId, waited: Duration },
 }
 
 fn list(attempts: &[ConnectFailure]) -> String {
@@ -250,7 +258,7 @@ fn list(attempts: &[ConnectFailure]) -> String {
 impl PeerError {
     /// Whether the request certainly did not reach the peer, so failing over is safe.
     pub fn is_before_send(&self) -> bool {
-        !matches!(self, Self::Failed { .. })
+        !matches!(self, Self::Failed { .. } | Self::TimedOut { .. })
     }
 
     /// Whether this is a TLS authentication failure.
@@ -466,17 +474,48 @@ impl PeerClient {
     ///
     /// The URI's scheme and authority are replaced by the peer address connected to; only its
     /// path and query are kept. A connection found closed before the request could be handed
-    /// to it is replaced once. No overall deadline: wrap the call in a timeout.
-    pub async fn send(
+    /// to it is replaced once. No overall deadline: wrap the call in a timeout, or use
+    /// [`PeerClient::send_within`].
+    pub async fn send(&self, node: &NodeId, req: Request<PeerBody>) -> Result<Response<Incoming>, PeerError> {
+        self.send_by(node, req, None).await
+    }
+
+    /// [`PeerClient::send`], with the answer to begin within `timeout`. Running out of time
+    /// while still connecting is [`PeerError::NotConnected`] (nothing sent: another node may be
+    /// tried), after the request was handed over [`PeerError::TimedOut`] (it may have arrived).
+    /// An outer timeout could not tell the two apart.
+    pub async fn send_within(
+        &self,
+        node: &NodeId,
+        req: Request<PeerBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, PeerError> {
+        self.send_by(node, req, Some((tokio::time::Instant::now() + timeout, timeout))).await
+    }
+
+    async fn send_by(
         &self,
         node: &NodeId,
         mut req: Request<PeerBody>,
+        deadline: Option<(tokio::time::Instant, Duration)>,
     ) -> Result<Response<Incoming>, PeerError> {
         let mut reconnected = false;
         loop {
-            let conn = self.connection(node).await?;
+            let conn = match deadline {
+                None => self.connection(node).await?,
+                Some((at, waited)) => tokio::time::timeout_at(at, self.connection(node))
+                    .await
+                    .map_err(|_| PeerError::NotConnected { node: node.clone(), waited })??,
+            };
             address(&mut req, &conn.authority).map_err(PeerError::InvalidRequest)?;
-            match conn.sender.clone().try_send_request(req).await {
+            let sent = conn.sender.clone().try_send_request(req);
+            let sent = match deadline {
+                None => sent.await,
+                Some((at, waited)) => tokio::time::timeout_at(at, sent)
+                    .await
+                    .map_err(|_| PeerError::TimedOut { node: node.clone(), waited })?,
+            };
+            match sent {
                 Ok(response) => return Ok(response),
                 Err(mut e) => match e.take_message() {
                     // The connection went away before taking the request: nothing was sent.

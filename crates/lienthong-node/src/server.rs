@@ -293,7 +293,16 @@ impl NodeHandle {
             Arc::new(PeerTrust::new(&initial, &keys.tls).map_err(|e| StartError::Invalid(e.to_string()))?);
         let (trust_tx, trust_rx) = watch::channel(trust.clone());
         let trust_seen = trust_rx.clone();
-        let peers = PeerClient::new(trust, PeerClientOptions::default());
+        // No send waits longer than an exchange for a connection, so a connect that hangs (a
+        // black hole) is given up by then and the next send tries afresh.
+        let exchange_timeout = Duration::from_secs(config.limits.exchange_timeout_secs);
+        let defaults = PeerClientOptions::default();
+        let peer_options = PeerClientOptions {
+            connect_timeout: defaults.connect_timeout.min(exchange_timeout),
+            handshake_timeout: defaults.handshake_timeout.min(exchange_timeout),
+            ..defaults
+        };
+        let peers = PeerClient::new(trust, peer_options);
 
         let limits = BodyLimits {
             max_bytes: config.limits.max_body_bytes,
