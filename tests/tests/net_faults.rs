@@ -190,3 +190,79 @@ async fn a_black_holed_provider_node_is_failed_over_in_time_and_serves_again_aft
     stop_and_verify_logs(&mut t).await;
     within(t.shutdown()).await;
 }
+
+/// Moves node `i`'s clock to `skew_secs` from the topology's.
+fn set_clock(t: &Topology, i: usize, skew_secs: i64) {
+    t.nodes[i].skew.store(skew_secs, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Clocks that jump. Within the allowed skew (60 s) calls work; beyond it the provider node
+/// refuses with `clock_skew`, whichever node's clock moved; past the global configuration's
+/// expiry (600 s) the node refuses with `global_conf_outdated` and says so on `/readyz`. Back
+/// on time, calls work again. A node that had a checkpoint witnessed while its clock was ahead
+/// keeps being witnessed after its clock went back (the registry refuses a checkpoint older
+/// than the one it witnessed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_jumps_forward_and_back_on_a_node() {
+    let mut t = Topology::standard().await;
+    let mut ledger = Ledger::default();
+    let call = |id: &str, pin: &str| t.call(0, get(id, Some(pin)));
+    ledger.acked(&call("clock-before", NODE_BCA_1).await, "clock-before");
+
+    for (node, pin) in [(0, NODE_BCA_1), (1, NODE_BCA_1)] {
+        // Within the skew.
+        set_clock(&t, node, 30);
+        let id = format!("clock-{node}-ahead-30");
+        ledger.acked(&call(&id, pin).await, &id);
+        set_clock(&t, node, -30);
+        let id = format!("clock-{node}-behind-30");
+        ledger.acked(&call(&id, pin).await, &id);
+
+        // Beyond it, either way.
+        for skew in [300, -300] {
+            set_clock(&t, node, skew);
+            let id = format!("clock-{node}-off-{skew}");
+            let hits = t.backends[0].hits();
+            let resp = call(&id, pin).await;
+            let detail = ledger.failed(&resp, &id, "server.serverproxy.clock_skew");
+            assert_eq!(t.backends[0].hits(), hits, "nothing reached the backend");
+            let refusal = refusal_for(&t.records(1), &detail).clone();
+            assert_eq!(refusal.message_id, id);
+            assert_eq!(readyz(&t, node).await.0, 200, "a skewed clock is the message's problem");
+        }
+        set_clock(&t, node, 0);
+        let id = format!("clock-{node}-back");
+        ledger.acked(&call(&id, pin).await, &id);
+    }
+
+    // An hour ahead: the configuration has expired as far as the node knows.
+    for (node, code) in
+        [(0, "server.clientproxy.global_conf_outdated"), (1, "server.serverproxy.global_conf_outdated")]
+    {
+        set_clock(&t, node, 3600);
+        let id = format!("clock-{node}-hour-ahead");
+        ledger.failed(&call(&id, NODE_BCA_1).await, &id, code);
+        let (status, body) = readyz(&t, node).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("expired"), "{body}");
+        set_clock(&t, node, 0);
+        assert_eq!(readyz(&t, node).await.0, 200);
+        let id = format!("clock-{node}-hour-back");
+        ledger.acked(&call(&id, NODE_BCA_1).await, &id);
+    }
+
+    // Checkpoints witnessed while a clock was ahead (the final one of a graceful stop), then
+    // more traffic and checkpoints after the clock went back.
+    for node in [0, 1] {
+        set_clock(&t, node, 300);
+        t.restart(node).await;
+        set_clock(&t, node, 0);
+    }
+    let id = "clock-after-witness";
+    let resp = t.call(0, get(id, Some(NODE_BCA_1))).await;
+    ledger.acked(&resp, id);
+    ledger.check(&t);
+    // Every node's final checkpoint, made on time, must be witnessed.
+    stop_and_verify_logs(&mut t).await;
+    within(t.shutdown()).await;
+}

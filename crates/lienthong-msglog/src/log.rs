@@ -206,26 +206,30 @@ impl MessageLog {
         Ok(())
     }
 
-    /// Signs and keeps a checkpoint of the current head.
+    /// Signs and keeps a checkpoint of the current head, dated `now_ms`, or the time of the
+    /// newest stored checkpoint if that is later (the clock went back).
     pub fn checkpoint(
         &self,
         signer: &CheckpointSigner,
         now_ms: i64,
     ) -> Result<pb::SignedCheckpoint, LogError> {
         let head = self.head();
-        let checkpoint = Checkpoint {
-            origin: signer.origin.clone(),
-            size: head.size,
-            root: head.root,
-            timestamp_ms: now_ms,
-        };
+        let stored = self.shared.store.checkpoints()?;
+        let decoded: Vec<(bool, Checkpoint)> = stored
+            .iter()
+            .filter_map(|c| Checkpoint::decode(c).ok().map(|d| (crate::checkpoint::is_witnessed(c), d)))
+            .collect();
+        // Never older than a checkpoint already made: after the clock went back (it had run
+        // ahead), the witness would refuse a checkpoint older than the one it co-signed until
+        // the clock caught up. The signature still carries the signing time.
+        let timestamp_ms = decoded.iter().map(|(_, c)| c.timestamp_ms).fold(now_ms, i64::max);
+        let checkpoint =
+            Checkpoint { origin: signer.origin.clone(), size: head.size, root: head.root, timestamp_ms };
         let signed = sign_checkpoint(&checkpoint, &signer.key, signer.certificate.fingerprint(), now_ms)?;
         self.shared.store.put_certificate(signer.certificate.der())?;
         // A witnessed checkpoint of the same size is better evidence than a fresh unwitnessed
         // one: keep it.
-        let witnessed_already = self.shared.store.checkpoints()?.iter().any(|c| {
-            crate::checkpoint::is_witnessed(c) && Checkpoint::decode(c).is_ok_and(|c| c.size == head.size)
-        });
+        let witnessed_already = decoded.iter().any(|(witnessed, c)| *witnessed && c.size == head.size);
         if !witnessed_already {
             self.shared.store.put_checkpoint(head.size, &signed)?;
         }

@@ -248,6 +248,29 @@ async fn checkpoints_are_signed_witnessed_and_kept(store: Arc<dyn LogStore>) {
     }
 }
 
+/// A clock that went back (it had run ahead) does not date a checkpoint before one already
+/// made: the witness refuses a checkpoint older than the one it co-signed. The signature keeps
+/// the real signing time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_never_dated_before_an_earlier_one() {
+    let fixture = mem_store();
+    let log = Arc::new(MessageLog::open(fixture.store.clone(), LogConfig::default()).unwrap());
+    let signer = node_signer(KeyAlgorithm::Ed25519);
+    let ahead = now_ms() + 3_600_000;
+    append_concurrently(&log, 0, 1, 2).await;
+    let first = Checkpoint::decode(&log.checkpoint(&signer, ahead).unwrap()).unwrap();
+    append_concurrently(&log, 1, 1, 2).await;
+    let back = now_ms();
+    let signed = log.checkpoint(&signer, back).unwrap();
+    let second = Checkpoint::decode(&signed).unwrap();
+    assert!(second.size > first.size);
+    assert_eq!(second.timestamp_ms, ahead);
+    assert_eq!(signed.signatures[0].signed_at_ms, back);
+    // Once the clock is past it again, checkpoints carry the clock's time.
+    let later = ahead + 1000;
+    assert_eq!(Checkpoint::decode(&log.checkpoint(&signer, later).unwrap()).unwrap().timestamp_ms, later);
+}
+
 async fn body_policies_round_trip_through_the_log(store: Arc<dyn LogStore>) {
     let log = MessageLog::open(store.clone(), LogConfig::default()).unwrap();
     let (key, _raw) = BodyKey::generate().unwrap();
