@@ -110,14 +110,14 @@ async fn a_delayed_peer_connection_is_slower_then_times_out_then_recovers() {
     let mut ledger = Ledger::default();
     ledger.acked(&t.call(0, get("delay-warm", Some(NODE_BCA_1))).await, "delay-warm");
 
-    let delay = Duration::from_millis(150);
+    let delay = Duration::from_millis(100);
     t.proxy(1).set(Fault::Delay(delay));
     let started = Instant::now();
     ledger.acked(&t.call(0, get("delayed", Some(NODE_BCA_1))).await, "delayed");
     let took = started.elapsed();
     assert!(took >= 2 * delay && took < EXCHANGE_TIMEOUT, "took {took:?}");
 
-    let delay = EXCHANGE_TIMEOUT + Duration::from_millis(500);
+    let delay = EXCHANGE_TIMEOUT + Duration::from_millis(300);
     t.proxy(1).set(Fault::Delay(delay));
     let started = Instant::now();
     let resp = t.call(0, get("delayed-too-long", Some(NODE_BCA_1))).await;
@@ -125,8 +125,10 @@ async fn a_delayed_peer_connection_is_slower_then_times_out_then_recovers() {
     ledger.failed(&resp, "delayed-too-long", "server.clientproxy.network_error");
     assert!(took >= EXCHANGE_TIMEOUT && took < delay, "answered after {took:?}");
 
-    // The chunk held back is let through when its delay ends; the next call needs no help.
+    // The network is fast again once the chunk held back is through (its delay ends); the
+    // next call needs no help.
     t.proxy(1).set(Fault::Pass);
+    tokio::time::sleep(delay.saturating_sub(started.elapsed())).await;
     ledger.acked(&t.call(0, get("delay-over", Some(NODE_BCA_1))).await, "delay-over");
     assert_eq!(readyz(&t, 0).await.0, 200);
     ledger.check(&t);
@@ -186,6 +188,22 @@ async fn a_black_holed_provider_node_is_failed_over_in_time_and_serves_again_aft
         assert!(waited < EXCHANGE_TIMEOUT + Duration::from_millis(500), "{n} calls failed in {waited:?}");
     }
     assert_eq!(readyz(&t, 0).await.0, 200);
+
+    // Refused or reset at once (open connections too): failed over without waiting.
+    for fault in [Fault::Refuse, Fault::Reset] {
+        t.proxy(1).set(fault);
+        for n in 0..2 {
+            let id = format!("{fault:?}-{n}");
+            let started = Instant::now();
+            let resp = t.call(0, get(&id, None)).await;
+            ledger.acked(&resp, &id);
+            assert_eq!(resp.headers()["x-backend"], "backend-1", "{id}");
+            assert!(started.elapsed() < EXCHANGE_TIMEOUT, "{id} took {:?}", started.elapsed());
+        }
+        t.proxy(1).set(Fault::Pass);
+        let id = format!("{fault:?}-over");
+        ledger.acked(&t.call(0, get(&id, Some(NODE_BCA_1))).await, &id);
+    }
     ledger.check(&t);
     stop_and_verify_logs(&mut t).await;
     within(t.shutdown()).await;
@@ -245,11 +263,31 @@ async fn clock_jumps_forward_and_back_on_a_node() {
         let (status, body) = readyz(&t, node).await;
         assert_eq!(status, 503, "{body}");
         assert!(body.contains("expired"), "{body}");
+        // A poll meanwhile finds the registry's configuration expired too, and keeps nothing
+        // of it that outlasts the jump.
+        t.registry.running.registry.publish().expect("publish");
+        let polled = within(t.nodes[node].handle().conf_client().refresh_now()).await;
+        assert!(polled.is_err(), "{polled:?}");
         set_clock(&t, node, 0);
         assert_eq!(readyz(&t, node).await.0, 200);
         let id = format!("clock-{node}-hour-back");
         ledger.acked(&call(&id, NODE_BCA_1).await, &id);
     }
+
+    // An hour behind: the node's requests are too old for the provider, and the registry's
+    // configuration is from its future; back on time, both are fine again.
+    set_clock(&t, 0, -3600);
+    ledger.failed(
+        &call("clock-hour-behind", NODE_BCA_1).await,
+        "clock-hour-behind",
+        "server.serverproxy.clock_skew",
+    );
+    t.registry.running.registry.publish().expect("publish");
+    let polled = within(t.nodes[0].handle().conf_client().refresh_now()).await;
+    assert!(polled.is_err(), "{polled:?}");
+    set_clock(&t, 0, 0);
+    within(t.nodes[0].handle().conf_client().refresh_now()).await.expect("the configuration is taken again");
+    ledger.acked(&call("clock-hour-behind-back", NODE_BCA_1).await, "clock-hour-behind-back");
 
     // Checkpoints witnessed while a clock was ahead (the final one of a graceful stop), then
     // more traffic and checkpoints after the clock went back.

@@ -142,8 +142,8 @@ impl Body for Endless {
 }
 
 /// A provider node on 127.0.0.1:0. Its handler answers with the node id of the verified peer;
-/// `/endless` starts a response that never finishes; `/echo-envelope` sends the request's
-/// envelope header back.
+/// `/endless` starts a response that never finishes; `/silent` does not answer for 30 s;
+/// `/echo-envelope` sends the request's envelope header back.
 struct Provider {
     url: String,
     trust: watch::Sender<Arc<PeerTrust>>,
@@ -169,6 +169,9 @@ impl Provider {
                 async move {
                     if req.uri().path() == "/endless" {
                         return Response::new(Endless.boxed());
+                    }
+                    if req.uri().path() == "/silent" {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
                     }
                     if req.uri().path() == "/echo-envelope" {
                         let mut resp = Response::new(body("echoed"));
@@ -372,6 +375,40 @@ async fn an_unreachable_address_fails_over_to_the_next() {
         other => panic!("expected unreachable, got {other:?}"),
     }
     provider.shutdown().await;
+}
+
+/// With a deadline, a connection that cannot be made in time (accepted, never answered: a
+/// black hole) is "nothing sent", so another node may be tried; an answer that does not begin
+/// in time after the request was handed over is not.
+#[tokio::test]
+async fn send_within_tells_a_hanging_connect_from_a_late_answer() {
+    let p = Pair::new();
+    let hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = url(hole.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = hole.accept().await {
+            held.push(tcp);
+        }
+    });
+    let consumer = client(trust(&p.conf(1, vec![hole_url]), &p.ia));
+    let waited = Duration::from_millis(300);
+    match within(consumer.send_within(&p.b, request("/"), waited)).await {
+        Err(err @ PeerError::NotConnected { .. }) => assert!(err.is_before_send(), "{err}"),
+        other => panic!("expected not connected, got {other:?}"),
+    }
+    held.abort();
+
+    let provider = Provider::start(trust(&p.conf(1, vec![]), &p.ib)).await;
+    let consumer = client(trust(&p.conf(1, vec![provider.url.clone()]), &p.ia));
+    match within(consumer.send_within(&p.b, request("/silent"), waited)).await {
+        Err(err @ PeerError::TimedOut { .. }) => assert!(!err.is_before_send(), "{err}"),
+        other => panic!("expected timed out, got {other:?}"),
+    }
+    assert_eq!(provider.handled(), 1, "the request arrived");
+    let response = within(consumer.send_within(&p.b, request("/"), waited)).await.unwrap();
+    assert_eq!(text(response).await, p.a.to_string());
+    drop(provider);
 }
 
 #[tokio::test]

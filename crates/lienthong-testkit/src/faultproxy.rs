@@ -165,9 +165,7 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, shared: &Shared) {
         }
         Fault::BlackHole => {
             let mut buf = vec![0u8; CHUNK];
-            let swallow = async {
-                while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {}
-            };
+            let swallow = async { while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {} };
             tokio::select! {
                 () = swallow => {}
                 _ = epoch.changed() => {}
@@ -176,7 +174,8 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, shared: &Shared) {
         }
         Fault::Pass | Fault::Delay(_) | Fault::Cut { .. } => {}
     }
-    let Ok(Ok(mut server)) = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(upstream)).await
+    let Ok(Ok(mut server)) =
+        tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(upstream)).await
     else {
         return;
     };

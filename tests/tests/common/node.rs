@@ -9,8 +9,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use lienthong_msglog::LogStore as _;
 use lienthong_proto::msglog::v1::{Direction, LogRecord};
-use lienthong_testkit::names::*;
 use lienthong_testkit::Topology;
+use lienthong_testkit::names::*;
 
 /// A GET of the granted population service from `CONG_DVC`, with a message id to find its
 /// records by, optionally pinned to one provider node.
@@ -99,6 +99,8 @@ pub struct Ledger {
 impl Ledger {
     /// A 200 from the standard topology: served by node 1 (backend 0) or node 2 (backend 1).
     pub fn acked(&mut self, resp: &Response<Bytes>, message_id: &str) {
+        let body = String::from_utf8_lossy(resp.body());
+        assert_eq!(resp.status(), 200, "{message_id}: {body}");
         ok(resp);
         let provider = match resp.headers().get("x-backend").map(|v| v.as_bytes()) {
             Some(b"backend-0") => 1,
