@@ -295,12 +295,7 @@ struct SummaryView {
 
 fn summary_view(s: pb::RefusalSummary) -> SummaryView {
     SummaryView {
-        kind: match pb::RefusalKind::try_from(s.kind) {
-            Ok(pb::RefusalKind::PeerTls) => "peer_tls",
-            Ok(pb::RefusalKind::Audit) => "audit",
-            Ok(pb::RefusalKind::Client) => "client",
-            _ => "unspecified",
-        },
+        kind: lienthong_msglog::record::refusal_kind_name(s.kind),
         source: s.source,
         other_sources: s.other_sources,
         interval_start_ms: s.interval_start_ms,

@@ -62,10 +62,7 @@ fn a_node_process_on_a_full_disk_refuses_recovers_and_restarts_after_sigkill_and
     let d = tmp.path();
     let (activity_tx, activity) = mpsc::channel();
     let instance = set_up_instance(d, &activity_tx, Stderr::Captured);
-    let (backend_url, _) = mock_backend();
-    let service = format!("[[service]]\nid = \"{SERVICE}\"\nurl = \"{backend_url}\"\n");
-    std::fs::write(d.join("prov.toml"), node_config("prov", instance.prov_port, &service)).unwrap();
-    std::fs::write(d.join("cons.toml"), node_config("cons", instance.cons_port, "")).unwrap();
+    write_node_configs(d, &instance);
     let Some(fs) = Tmpfs::mount_at(&d.join("cons").join("log"), 8 << 20) else { return };
 
     let mut prov =

@@ -97,10 +97,7 @@ fn a_node_whose_stderr_reader_died_answers_and_logs_every_call() {
     let d = tmp.path();
     let (activity_tx, activity) = mpsc::channel();
     let instance = set_up_instance(d, &activity_tx, Stderr::Captured);
-    let (backend_url, _) = mock_backend();
-    let service = format!("[[service]]\nid = \"{SERVICE}\"\nurl = \"{backend_url}\"\n");
-    std::fs::write(d.join("prov.toml"), node_config("prov", instance.prov_port, &service)).unwrap();
-    std::fs::write(d.join("cons.toml"), node_config("cons", instance.cons_port, "")).unwrap();
+    write_node_configs(d, &instance);
 
     let mut prov =
         Daemon::start("provider node", d, &["node", "serve", "--config", "prov.toml"], &activity_tx);

@@ -102,6 +102,16 @@ where
     v.into_domain("id").ok().map(|d| d.to_string())
 }
 
+/// The name a refusal summary's kind has in exports and the CLI (`peer_tls`, `audit`, `client`).
+pub fn refusal_kind_name(kind: i32) -> &'static str {
+    match pb::RefusalKind::try_from(kind) {
+        Ok(pb::RefusalKind::PeerTls) => "peer_tls",
+        Ok(pb::RefusalKind::Audit) => "audit",
+        Ok(pb::RefusalKind::Client) => "client",
+        _ => "unspecified",
+    }
+}
+
 /// Decodes stored record bytes.
 pub fn decode_record(bytes: &[u8]) -> Result<pb::LogRecord, LogError> {
     pb::LogRecord::decode(bytes).map_err(|e| LogError::Malformed(e.to_string()))

@@ -150,12 +150,7 @@ impl SummaryView {
         let suppressed: std::collections::BTreeMap<String, u64> =
             s.suppressed.iter().map(|c| (c.code.clone(), c.count)).collect();
         SummaryView {
-            kind: match pb::RefusalKind::try_from(s.kind) {
-                Ok(pb::RefusalKind::PeerTls) => "peer_tls",
-                Ok(pb::RefusalKind::Audit) => "audit",
-                Ok(pb::RefusalKind::Client) => "client",
-                _ => "unspecified",
-            },
+            kind: lienthong_msglog::record::refusal_kind_name(s.kind),
             source: s.source.clone(),
             other_sources: s.other_sources,
             interval_start: format_time(s.interval_start_ms),

@@ -463,3 +463,12 @@ pub fn r1_base(node: &Daemon) -> String {
     let r1 = r1.strip_suffix("/r1/...").unwrap_or_else(|| panic!("r1 line: {r1:?}"));
     format!("http://{r1}")
 }
+
+/// `prov.toml` (serving [`SERVICE`] from a new mock backend) and `cons.toml` for the instance's
+/// two nodes.
+pub fn write_node_configs(d: &Path, instance: &Instance) {
+    let (backend_url, _) = mock_backend();
+    let service = format!("[[service]]\nid = \"{SERVICE}\"\nurl = \"{backend_url}\"\n");
+    std::fs::write(d.join("prov.toml"), node_config("prov", instance.prov_port, &service)).unwrap();
+    std::fs::write(d.join("cons.toml"), node_config("cons", instance.cons_port, "")).unwrap();
+}
