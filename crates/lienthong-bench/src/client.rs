@@ -52,7 +52,8 @@ impl BenchClient {
 
     /// POSTs `size` bytes to `url?size=size` (the backend answers as many) with `headers`.
     pub async fn post(&self, url: &str, size: u64, headers: &[(&str, &str)]) -> Result<Exchange> {
-        let e = self.send("POST", &format!("{url}?size={size}"), size, headers, Duration::from_secs(600)).await?;
+        let e =
+            self.send("POST", &format!("{url}?size={size}"), size, headers, Duration::from_secs(600)).await?;
         match &e.body_error {
             Some(why) => bail!("POST {url}: {why}"),
             None => Ok(e),
@@ -102,12 +103,7 @@ impl BenchClient {
     }
 
     /// Retries a 1 KiB exchange until it answers 200 with the full body, for up to `limit`.
-    pub async fn wait_ready(
-        &self,
-        url: &str,
-        headers: &[(&str, &str)],
-        limit: Duration,
-    ) -> Result<()> {
+    pub async fn wait_ready(&self, url: &str, headers: &[(&str, &str)], limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
             let last = match self.post(url, 1024, headers).await {

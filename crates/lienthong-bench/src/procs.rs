@@ -18,13 +18,7 @@ pub struct Proc {
 impl Proc {
     /// Starts `program args` (on `cpu` when given), its output appended to `log` (a restarted
     /// process continues its predecessor's).
-    pub fn start(
-        name: &str,
-        program: &Path,
-        args: &[&str],
-        cpu: Option<u32>,
-        log: &Path,
-    ) -> Result<Self> {
+    pub fn start(name: &str, program: &Path, args: &[&str], cpu: Option<u32>, log: &Path) -> Result<Self> {
         let mut cmd = match cpu {
             Some(c) => {
                 let mut t = Command::new("taskset");

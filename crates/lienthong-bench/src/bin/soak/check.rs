@@ -152,8 +152,18 @@ pub(crate) fn check_losses(inst: &Instance, acked: &[&Call]) -> Result<LossRepor
         lienthong_msglog::open_existing(&dir).with_context(|| format!("opening {}", dir.display()))
     };
     let consumer = open(0)?;
-    let providers: Vec<(String, Arc<dyn LogStore>)> =
-        (1..inst.nodes.len()).map(|i| Ok((inst.nodes[i].role.to_owned(), open(i)?))).collect::<Result<_>>()?;
+    let providers: Vec<(String, Arc<dyn LogStore>)> = (1..inst.nodes.len())
+        .map(|i| Ok((inst.nodes[i].role.to_owned(), open(i)?)))
+        .collect::<Result<_>>()?;
+    losses_in(&*consumer, &providers, acked)
+}
+
+/// Looks up `acked` in the consumer's log and the providers' logs.
+fn losses_in(
+    consumer: &dyn LogStore,
+    providers: &[(String, Arc<dyn LogStore>)],
+    acked: &[&Call],
+) -> Result<LossReport> {
     let mut r = LossReport { acknowledged: acked.len() as u64, ..Default::default() };
     for call in acked {
         let id = match &call.answered_id {
@@ -163,9 +173,9 @@ pub(crate) fn check_losses(inst: &Instance, acked: &[&Call]) -> Result<LossRepor
             }
             _ => call.id.as_str(),
         };
-        let (req, resp) = records_of(&*consumer, id, pb::Role::Consumer)?;
+        let (req, resp) = records_of(consumer, id, pb::Role::Consumer)?;
         let mut provider = None;
-        for (name, store) in &providers {
+        for (name, store) in providers {
             if records_of(&**store, id, pb::Role::Provider)? == (true, true) {
                 provider = Some(name.clone());
                 break;
@@ -200,4 +210,85 @@ pub(crate) fn check_losses(inst: &Instance, acked: &[&Call]) -> Result<LossRepor
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lienthong_msglog::{Entry, MemStore};
+
+    use super::*;
+    use crate::traffic::{Kind, Outcome};
+
+    fn record(id: &str, direction: pb::Direction, role: pb::Role) -> pb::LogRecord {
+        pb::LogRecord {
+            message_id: id.into(),
+            direction: direction as i32,
+            role: role as i32,
+            ..Default::default()
+        }
+    }
+
+    fn store(records: &[pb::LogRecord]) -> Arc<dyn LogStore> {
+        let s = MemStore::new();
+        let entries: Vec<Entry> = records.iter().map(Entry::new).collect();
+        s.append(0, &entries, &[]).unwrap();
+        Arc::new(s)
+    }
+
+    fn acked(id: &str) -> Call {
+        Call {
+            kind: Kind::Get,
+            id: id.into(),
+            answered_id: Some(id.into()),
+            outcome: Outcome::Ack { body_error: None },
+            at: Duration::ZERO,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_exchange_missing_any_record_is_lost() {
+        use pb::Direction::{Request, Response};
+        use pb::Role::{Consumer, Provider};
+        let consumer = store(&[
+            record("whole", Request, Consumer),
+            record("whole", Response, Consumer),
+            record("no-consumer-response", Request, Consumer),
+            record("no-provider-response", Request, Consumer),
+            record("no-provider-response", Response, Consumer),
+            // A provider's record in the consumer's log does not count for the provider.
+            record("whole", Request, Provider),
+        ]);
+        let a = store(&[
+            record("whole", Request, Provider),
+            record("no-consumer-response", Request, Provider),
+            record("no-consumer-response", Response, Provider),
+            record("no-provider-response", Request, Provider),
+        ]);
+        // The provider's two records must be in one log, not split across both.
+        let b =
+            store(&[record("no-provider-response", Response, Provider), record("whole", Response, Provider)]);
+        let providers = vec![("provider-a".to_owned(), a), ("provider-b".to_owned(), b.clone())];
+        let calls: Vec<Call> =
+            ["whole", "no-consumer-response", "no-provider-response", "unknown"].map(acked).into();
+        let refs: Vec<&Call> = calls.iter().collect();
+        let r = losses_in(&*consumer, &providers, &refs).unwrap();
+        assert_eq!(r.acknowledged, 4);
+        // Each one misses something: "whole" and "no-provider-response" have their provider
+        // records split across the two logs, "unknown" is nowhere.
+        assert_eq!(r.lost, 4, "{r:?}");
+        assert_eq!(r.missing_consumer_request, 1);
+        assert_eq!(r.missing_consumer_response, 2);
+        assert_eq!(r.missing_provider_records, 3);
+
+        // Complete in one provider's log: not lost, and counted for that provider.
+        let whole_b = store(&[record("whole", Request, Provider), record("whole", Response, Provider)]);
+        let providers = vec![("provider-a".to_owned(), b), ("provider-b".to_owned(), whole_b)];
+        let whole = acked("whole");
+        let r = losses_in(&*consumer, &providers, &[&whole]).unwrap();
+        assert_eq!(r.lost, 0, "{r:?}");
+        assert_eq!(r.served_by.get("provider-b"), Some(&1));
+    }
 }

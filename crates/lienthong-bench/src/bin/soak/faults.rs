@@ -140,7 +140,9 @@ impl Injector {
                 Target::Node(with_fs[self.rng.range(0, with_fs.len() as u64 - 1) as usize])
             }
             FaultKind::RegistryDown => Target::Registry,
-            FaultKind::BackendDown => Target::Backend(self.rng.range(0, inst.backends.len() as u64 - 1) as usize),
+            FaultKind::BackendDown => {
+                Target::Backend(self.rng.range(0, inst.backends.len() as u64 - 1) as usize)
+            }
         }
     }
 
@@ -218,7 +220,8 @@ impl Injector {
                 rec.ready_after_s = ready.map(|d| d.as_secs_f64());
                 rec.served_after_s = served.map(|d| d.as_secs_f64());
                 if served.is_none() {
-                    rec.problem = Some(format!("did not recover within {RECOVERY_LIMIT:?} of the fault's end"));
+                    rec.problem =
+                        Some(format!("did not recover within {RECOVERY_LIMIT:?} of the fault's end"));
                 }
             }
             Err(problem) => {
@@ -251,7 +254,8 @@ impl Injector {
                 Readiness::Unreachable => "unreachable".to_owned(),
             };
             *seen.entry(said).or_default() += 1;
-            tokio::time::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now()))).await;
+            tokio::time::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now())))
+                .await;
         }
         for (said, n) in seen {
             rec.observed.push(format!("/readyz while full ({n}x): {said}"));
@@ -302,7 +306,8 @@ impl Injector {
         };
         self.probes += 1;
         let id = format!("soak-{}-probe-{}", self.seed, self.probes);
-        let call = probe(&self.client, &inst.service_url, pinned.as_deref(), id, self.start, &self.calls).await;
+        let call =
+            probe(&self.client, &inst.service_url, pinned.as_deref(), id, self.start, &self.calls).await;
         matches!(call.outcome, Outcome::Ack { body_error: None })
     }
 }

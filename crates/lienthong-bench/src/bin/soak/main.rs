@@ -182,10 +182,8 @@ async fn run(args: Args, exe: PathBuf, lienthong: PathBuf) -> Result<bool> {
     );
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let (health, poller) = faults::spawn_poller(
-        inst.nodes.iter().map(|n| (n.role.to_owned(), n.http)).collect(),
-        stop.clone(),
-    );
+    let (health, poller) =
+        faults::spawn_poller(inst.nodes.iter().map(|n| (n.role.to_owned(), n.http)).collect(), stop.clone());
     let mix = Mix { clients: args.clients, rate: args.rate };
     let clients = traffic::spawn(mix, &inst.service_url, &mut rng, seed, start, &stop, &calls);
     let plan = FaultPlan { kinds: kinds.clone(), gap_min: args.fault_gap_min, gap_max: args.fault_gap_max };
@@ -216,7 +214,8 @@ async fn run(args: Args, exe: PathBuf, lienthong: PathBuf) -> Result<bool> {
     let setup_log = dir.join("setup.log");
     let logs = check::verify_logs(&inst, &setup_log);
     let calls = std::mem::take(&mut *calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    let acked: Vec<&traffic::Call> = calls.iter().filter(|c| matches!(c.outcome, Outcome::Ack { .. })).collect();
+    let acked: Vec<&traffic::Call> =
+        calls.iter().filter(|c| matches!(c.outcome, Outcome::Ack { .. })).collect();
     let loss = check::check_losses(&inst, &acked);
     let health = std::mem::take(&mut *health.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
 

@@ -76,7 +76,11 @@ impl Daemon {
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!("{} did not listen on {addr} within {START_LIMIT:?}\n{}", self.name, tail(&self.log));
+                    bail!(
+                        "{} did not listen on {addr} within {START_LIMIT:?}\n{}",
+                        self.name,
+                        tail(&self.log)
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -202,10 +202,20 @@ impl Report {
 
     pub(crate) fn text(&self) -> String {
         let mut s = String::new();
-        let fs = self.log_fs_bytes.map_or_else(|| "plain directories".to_owned(), |b| format!("tmpfs of {} MiB each", b >> 20));
-        let _ = writeln!(s, "\nlienthong-soak {}: seed {}, {:.0} s of traffic, {} clients at {} calls/s, node logs on {fs}", self.version, self.seed, self.duration_s, self.clients, self.rate_per_s);
+        let fs = self
+            .log_fs_bytes
+            .map_or_else(|| "plain directories".to_owned(), |b| format!("tmpfs of {} MiB each", b >> 20));
+        let _ = writeln!(
+            s,
+            "\nlienthong-soak {}: seed {}, {:.0} s of traffic, {} clients at {} calls/s, node logs on {fs}",
+            self.version, self.seed, self.duration_s, self.clients, self.rate_per_s
+        );
         let _ = writeln!(s, "\ncalls                {:>8}", self.calls);
-        let _ = writeln!(s, "  {:<12} {:>8} {:>8} {:>8} {:>9}  {}", "kind", "calls", "acked", "refused", "no answer", "acked in ms (p50 / p99)");
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>8} {:>8} {:>8} {:>9}  acked in ms (p50 / p99)",
+            "kind", "calls", "acked", "refused", "no answer"
+        );
         for (k, c) in &self.by_kind {
             let refused: u64 = c.refused.values().sum();
             let none: u64 = c.no_answer.values().sum();
@@ -213,7 +223,15 @@ impl Report {
                 (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
                 _ => "-".to_owned(),
             };
-            let _ = writeln!(s, "  {:<12} {:>8} {:>8} {:>8} {:>9}  {ms}", k.name(), c.calls, c.acknowledged, refused, none);
+            let _ = writeln!(
+                s,
+                "  {:<12} {:>8} {:>8} {:>8} {:>9}  {ms}",
+                k.name(),
+                c.calls,
+                c.acknowledged,
+                refused,
+                none
+            );
         }
         let mut codes = BTreeMap::<String, BTreeMap<&str, u64>>::new();
         for (k, c) in &self.by_kind {
@@ -229,12 +247,26 @@ impl Report {
             }
         }
         let broken: u64 = self.by_kind.values().map(|c| c.body_broken).sum();
-        let _ = writeln!(s, "\nexchanges acknowledged {:>6}   (200 from the consumer node{})", self.acknowledged, if broken > 0 { format!("; {broken} of them then broke off mid-body") } else { String::new() });
+        let _ = writeln!(
+            s,
+            "\nexchanges acknowledged {:>6}   (200 from the consumer node{})",
+            self.acknowledged,
+            if broken > 0 { format!("; {broken} of them then broke off mid-body") } else { String::new() }
+        );
         match (&self.loss, &self.loss_check_error) {
             (Some(l), _) => {
-                let _ = writeln!(s, "lost                   {:>6}   (must be 0; served by: {})", l.lost, l.served_by.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", "));
+                let _ = writeln!(
+                    s,
+                    "lost                   {:>6}   (must be 0; served by: {})",
+                    l.lost,
+                    l.served_by.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")
+                );
                 if l.lost > 0 {
-                    let _ = writeln!(s, "  missing: consumer request {}, consumer response {}, provider records {}", l.missing_consumer_request, l.missing_consumer_response, l.missing_provider_records);
+                    let _ = writeln!(
+                        s,
+                        "  missing: consumer request {}, consumer response {}, provider records {}",
+                        l.missing_consumer_request, l.missing_consumer_response, l.missing_provider_records
+                    );
                     for e in &l.lost_examples {
                         let _ = writeln!(s, "  {e}");
                     }
@@ -244,21 +276,55 @@ impl Report {
                 let _ = writeln!(s, "lost                   unknown: {}", e.as_deref().unwrap_or_default());
             }
         }
-        let _ = writeln!(s, "wrongly acknowledged   {:>6}   (denied or malformed calls; must be 0)", self.wrongly_acknowledged);
+        let _ = writeln!(
+            s,
+            "wrongly acknowledged   {:>6}   (denied or malformed calls; must be 0)",
+            self.wrongly_acknowledged
+        );
         let verified = self.logs.iter().filter(|l| l.verified).count();
-        let _ = writeln!(s, "\nlogs verified          {verified} of {}   (lienthong log verify --anchor, after a graceful stop)", self.logs.len());
+        let _ = writeln!(
+            s,
+            "\nlogs verified          {verified} of {}   (lienthong log verify --anchor, after a graceful stop)",
+            self.logs.len()
+        );
         for l in &self.logs {
             if l.verified {
-                let _ = writeln!(s, "  {:<11} {:>8} records, checkpoints {}, {} MiB on its file system", l.node, l.records.unwrap_or(0), l.checkpoints.as_deref().unwrap_or("?"), l.fs_used_bytes.unwrap_or(0) >> 20);
+                let _ = writeln!(
+                    s,
+                    "  {:<11} {:>8} records, checkpoints {}, {} MiB on its file system",
+                    l.node,
+                    l.records.unwrap_or(0),
+                    l.checkpoints.as_deref().unwrap_or("?"),
+                    l.fs_used_bytes.unwrap_or(0) >> 20
+                );
             } else {
-                let _ = writeln!(s, "  {:<11} DOES NOT VERIFY: {}", l.node, l.error.as_deref().unwrap_or_default());
+                let _ = writeln!(
+                    s,
+                    "  {:<11} DOES NOT VERIFY: {}",
+                    l.node,
+                    l.error.as_deref().unwrap_or_default()
+                );
             }
         }
-        let t = |v: Option<(f64, f64, f64)>| v.map_or_else(|| "-".to_owned(), |(a, b, c)| format!("{a:.1} / {b:.1} / {c:.1}"));
+        let t = |v: Option<(f64, f64, f64)>| {
+            v.map_or_else(|| "-".to_owned(), |(a, b, c)| format!("{a:.1} / {b:.1} / {c:.1}"))
+        };
         let _ = writeln!(s, "\nfaults and recoveries (seconds from the fault's end; min / median / max)");
-        let _ = writeln!(s, "  {:<14} {:>8} {:>9}  {:<20} {:<20}", "fault", "injected", "recovered", "ready", "served a call");
+        let _ = writeln!(
+            s,
+            "  {:<14} {:>8} {:>9}  {:<20} {:<20}",
+            "fault", "injected", "recovered", "ready", "served a call"
+        );
         for (k, r) in &self.recoveries {
-            let _ = writeln!(s, "  {:<14} {:>8} {:>9}  {:<20} {:<20}", k.name(), r.injected, r.recovered, t(r.ready_s), t(r.served_s));
+            let _ = writeln!(
+                s,
+                "  {:<14} {:>8} {:>9}  {:<20} {:<20}",
+                k.name(),
+                r.injected,
+                r.recovered,
+                t(r.ready_s),
+                t(r.served_s)
+            );
         }
         let _ = writeln!(s, "\nreadiness (/readyz once a second): seconds ready / not ready / unreachable");
         for (node, h) in &self.readiness {
@@ -277,5 +343,65 @@ impl Report {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn report(lost: u64, verified: bool, denied_outcome: Outcome) -> Report {
+        let args = crate::Cli::parse_from(["lienthong-soak", "--duration", "30s"]).args;
+        let call = |kind, outcome| Call {
+            kind,
+            id: "x".into(),
+            answered_id: None,
+            outcome,
+            at: Duration::ZERO,
+            elapsed: Duration::from_millis(5),
+        };
+        let calls =
+            vec![call(Kind::Get, Outcome::Ack { body_error: None }), call(Kind::Denied, denied_outcome)];
+        let log = LogCheck {
+            node: "consumer".into(),
+            verified,
+            records: Some(4),
+            checkpoints: Some("1 (1 witnessed)".into()),
+            fs_used_bytes: None,
+            error: (!verified).then(|| "broken".into()),
+        };
+        Report::new(Inputs {
+            args: &args,
+            seed: 1,
+            kinds: &[FaultKind::NodeSigkill],
+            ran: Duration::from_secs(30),
+            log_fs_bytes: None,
+            calls: &calls,
+            faults: vec![],
+            unexpected: vec![],
+            stops: vec![],
+            logs: vec![log],
+            loss: Ok(LossReport { acknowledged: 1, lost, ..Default::default() }),
+            health: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn a_loss_a_log_that_does_not_verify_or_a_wrongly_acknowledged_call_fails_the_run() {
+        let refused = || Outcome::Refused { status: 500, code: "server.serverproxy.access_denied".into() };
+        let good = report(0, true, refused());
+        assert!(good.passed(), "{:?}", good.failures);
+        assert!(good.text().contains("PASSED"));
+        assert_eq!(good.acknowledged, 1);
+
+        let lost = report(1, true, refused());
+        assert!(!lost.passed());
+        assert!(lost.text().contains("1 acknowledged exchanges lost"));
+        assert!(!report(0, false, refused()).passed());
+        let wrongly = report(0, true, Outcome::Ack { body_error: None });
+        assert_eq!(wrongly.wrongly_acknowledged, 1);
+        assert!(!wrongly.passed());
     }
 }

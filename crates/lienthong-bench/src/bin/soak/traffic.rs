@@ -89,7 +89,14 @@ struct Request {
 }
 
 /// Sends one request, with `id` as its X-Road-Id, and records it.
-async fn send(client: &BenchClient, kind: Kind, req: Request, id: String, start: Instant, log: &CallLog) -> Call {
+async fn send(
+    client: &BenchClient,
+    kind: Kind,
+    req: Request,
+    id: String,
+    start: Instant,
+    log: &CallLog,
+) -> Call {
     let mut headers: Vec<(&str, &str)> = req.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     headers.push(("x-road-id", &id));
     let t = Instant::now();
@@ -100,7 +107,8 @@ async fn send(client: &BenchClient, kind: Kind, req: Request, id: String, start:
             let outcome = if e.status == 200 {
                 Outcome::Ack { body_error: e.body_error.clone() }
             } else {
-                let code = e.header("x-road-error").map_or_else(|| format!("HTTP {}", e.status), str::to_owned);
+                let code =
+                    e.header("x-road-error").map_or_else(|| format!("HTTP {}", e.status), str::to_owned);
                 Outcome::Refused { status: e.status, code }
             };
             (outcome, answered)
