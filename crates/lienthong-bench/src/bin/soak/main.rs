@@ -165,7 +165,9 @@ async fn run(args: Args, exe: PathBuf, lienthong: PathBuf) -> Result<bool> {
     let opts = SetupOptions { lienthong: lienthong.clone(), exe, dir: dir.clone(), log_fs_bytes };
     let mut inst = setup::set_up(&opts).await?;
     if inst.nodes.iter().any(|n| n.log_fs.is_none()) && kinds.contains(&FaultKind::DiskFull) {
-        eprintln!("WARNING: a node's log is not on a tmpfs: the disk-full fault is skipped");
+        if log_fs_bytes.is_some() {
+            eprintln!("WARNING: a node's log is not on a tmpfs: the disk-full fault is skipped");
+        }
         kinds.retain(|k| *k != FaultKind::DiskFull);
     }
     let client = BenchClient::new();
