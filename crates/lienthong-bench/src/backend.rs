@@ -15,18 +15,18 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// Default answer size: the 1 KiB response of the method in `performance.md`.
-pub(crate) const DEFAULT_SIZE: u64 = 1024;
+pub const DEFAULT_SIZE: u64 = 1024;
 const CHUNK: usize = 64 * 1024;
 
 /// `len` bytes of `x`, as frames of at most 64 KiB cut from one shared buffer.
 #[derive(Debug)]
-pub(crate) struct Repeat {
+pub struct Repeat {
     chunk: Bytes,
     remaining: u64,
 }
 
 impl Repeat {
-    pub(crate) fn new(len: u64) -> Self {
+    pub fn new(len: u64) -> Self {
         Self { chunk: Bytes::from(vec![b'x'; CHUNK]), remaining: len }
     }
 }
@@ -57,7 +57,7 @@ impl Body for Repeat {
 }
 
 /// The `size` query parameter, if any.
-pub(crate) fn requested_size(query: Option<&str>) -> u64 {
+pub fn requested_size(query: Option<&str>) -> u64 {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -79,7 +79,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Repeat>, hyper::Error
 }
 
 /// Serves on `listen` until the process is killed; prints the bound address first.
-pub(crate) fn run(listen: SocketAddr) -> anyhow::Result<()> {
+pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await?;

@@ -1,6 +1,6 @@
-//! The harness's own HTTP client, for readiness checks and the body-size sweep (wrk cannot
-//! stream a 100 MiB body): one request at a time, the body generated and the answer counted
-//! as they stream, so the client holds neither.
+//! The harness's own HTTP client, for readiness checks, the body-size sweep (wrk cannot
+//! stream a 100 MiB body) and the soak's traffic: the body generated and the answer counted as
+//! they stream, so the client holds neither.
 
 use std::time::{Duration, Instant};
 
@@ -14,55 +14,96 @@ use hyper_util::rt::TokioExecutor;
 use crate::backend::Repeat;
 
 #[derive(Debug, Clone)]
-pub(crate) struct BenchClient {
+pub struct BenchClient {
     http: Client<HttpConnector, Repeat>,
 }
 
-/// One exchange: status, bytes received, time from sending the head to the last byte.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Exchange {
+/// One exchange: status, response headers, bytes received, time from sending the head to the
+/// last byte (or to the body's failure).
+#[derive(Debug, Clone)]
+pub struct Exchange {
     pub status: u16,
+    pub headers: http::HeaderMap,
     pub received: u64,
+    /// Why the answer's body did not arrive whole, when it did not (the head did).
+    pub body_error: Option<String>,
     pub elapsed: Duration,
 }
 
+impl Exchange {
+    /// A response header as text, if present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Default for BenchClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl BenchClient {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Self { http: Client::builder(TokioExecutor::new()).build(connector) }
     }
 
     /// POSTs `size` bytes to `url?size=size` (the backend answers as many) with `headers`.
-    pub(crate) async fn post(&self, url: &str, size: u64, headers: &[(&str, &str)]) -> Result<Exchange> {
-        let mut req = Request::builder().method("POST").uri(format!("{url}?size={size}"));
+    pub async fn post(&self, url: &str, size: u64, headers: &[(&str, &str)]) -> Result<Exchange> {
+        let e =
+            self.send("POST", &format!("{url}?size={size}"), size, headers, Duration::from_secs(600)).await?;
+        match &e.body_error {
+            Some(why) => bail!("POST {url}: {why}"),
+            None => Ok(e),
+        }
+    }
+
+    /// Sends `method uri` with a generated body of `body` bytes and `headers`; the whole
+    /// exchange, the answer's body included, must end within `limit`.
+    pub async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        body: u64,
+        headers: &[(&str, &str)],
+        limit: Duration,
+    ) -> Result<Exchange> {
+        let mut req = Request::builder().method(method).uri(uri);
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        let req = req.header(http::header::CONTENT_LENGTH, size).body(Repeat::new(size))?;
-        let start = Instant::now();
-        let resp = tokio::time::timeout(Duration::from_secs(600), self.http.request(req))
-            .await
-            .context("no answer within 10 minutes")?
-            .with_context(|| format!("POST {url}"))?;
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        let mut received = 0u64;
-        while let Some(frame) = body.frame().await {
-            if let Some(data) = frame?.data_ref() {
-                received += data.len() as u64;
-            }
+        if body > 0 || method == "POST" {
+            req = req.header(http::header::CONTENT_LENGTH, body);
         }
-        Ok(Exchange { status, received, elapsed: start.elapsed() })
+        let req = req.body(Repeat::new(body))?;
+        let start = Instant::now();
+        let resp = tokio::time::timeout(limit, self.http.request(req))
+            .await
+            .with_context(|| format!("no answer within {limit:?}"))?
+            .with_context(|| format!("{method} {uri}"))?;
+        let status = resp.status().as_u16();
+        let (parts, mut body) = resp.into_parts();
+        let mut received = 0u64;
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                if let Some(data) = frame?.data_ref() {
+                    received += data.len() as u64;
+                }
+            }
+            Ok::<_, hyper::Error>(())
+        };
+        let body_error = match tokio::time::timeout(limit, read).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("the answer's body broke off: {e}")),
+            Err(_) => Some(format!("the answer's body did not end within {limit:?}")),
+        };
+        Ok(Exchange { status, headers: parts.headers, received, body_error, elapsed: start.elapsed() })
     }
 
     /// Retries a 1 KiB exchange until it answers 200 with the full body, for up to `limit`.
-    pub(crate) async fn wait_ready(
-        &self,
-        url: &str,
-        headers: &[(&str, &str)],
-        limit: Duration,
-    ) -> Result<()> {
+    pub async fn wait_ready(&self, url: &str, headers: &[(&str, &str)], limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
             let last = match self.post(url, 1024, headers).await {

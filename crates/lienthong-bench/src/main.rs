@@ -9,15 +9,14 @@
 //! harness on CPU 1 (`--pin none` to let the scheduler place everything).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod backend;
-mod client;
 mod gateway;
 mod nginx;
 mod procfs;
-mod procs;
 mod report;
 mod stats;
 mod wrk;
+
+use lienthong_bench::{backend, client, procs};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
