@@ -125,11 +125,25 @@ async fn a_delayed_peer_connection_is_slower_then_times_out_then_recovers() {
     ledger.failed(&resp, "delayed-too-long", "server.clientproxy.network_error");
     assert!(took >= EXCHANGE_TIMEOUT && took < delay, "answered after {took:?}");
 
-    // The network is fast again once the chunk held back is through (its delay ends); the
-    // next call needs no help.
+    // The network is fast again once the chunks held back are through (each waits out its
+    // delay; on a loaded machine more than one may be queued on the pooled connection): node 1
+    // serves again by itself within a bounded time, every failed call meanwhile a clear error.
     t.proxy(1).set(Fault::Pass);
     tokio::time::sleep(delay.saturating_sub(started.elapsed())).await;
-    ledger.acked(&t.call(0, get("delay-over", Some(NODE_BCA_1))).await, "delay-over");
+    let deadline = Instant::now() + 3 * delay;
+    let mut served = false;
+    for n in 0..20 {
+        let id = format!("delay-over-{n}");
+        let resp = t.call(0, get(&id, Some(NODE_BCA_1))).await;
+        if resp.status() == 200 {
+            ledger.acked(&resp, &id);
+            served = true;
+            break;
+        }
+        ledger.failed(&resp, &id, "server.clientproxy.network_error");
+        assert!(Instant::now() < deadline, "node 1 did not serve again within {:?}", 3 * delay);
+    }
+    assert!(served, "node 1 did not serve again");
     assert_eq!(readyz(&t, 0).await.0, 200);
     ledger.check(&t);
     stop_and_verify_logs(&mut t).await;

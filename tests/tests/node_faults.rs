@@ -501,3 +501,42 @@ async fn a_rebuilt_log_index_keeps_being_witnessed() {
     drop(store);
     within(t.shutdown()).await;
 }
+
+/// A node whose log lost acknowledged records (its last segment cut short, its index rebuilt)
+/// cannot be witnessed any more: the registry refuses the shorter history. The node keeps serving
+/// (exchanges are still logged) and `/readyz` tells the operator what happened and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_lost_witnessed_records_says_what_to_do() {
+    let mut t = Topology::standard().await;
+    for n in 0..6 {
+        ok(&t.call(0, get(&format!("before-loss-{n}"), None)).await);
+    }
+    let (status, body) = readyz(&t, 0).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("witness: "), "{body}");
+    // Stopped gracefully (its whole log witnessed), then the newest records are lost.
+    t.restart_after(0, |dir| {
+        let log = dir.join("log");
+        std::fs::remove_file(log.join(lienthong_msglog::segment::INDEX_FILE)).unwrap();
+        let segments = log.join(lienthong_msglog::segment::SEGMENTS_DIR);
+        let newest = std::fs::read_dir(&segments).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+        let len = std::fs::metadata(&newest).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
+        file.set_len(len / 2).unwrap();
+    })
+    .await;
+    within(async {
+        loop {
+            let (_, body) = readyz(&t, 0).await;
+            if body.contains("the last round failed") {
+                assert!(body.contains("acknowledged records are missing. Restore"), "{body}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(readyz(&t, 0).await.0, 200, "exchanges go on: they are still logged");
+    ok(&t.call(0, get("after-loss", None)).await);
+    within(t.shutdown()).await;
+}

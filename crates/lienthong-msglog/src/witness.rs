@@ -142,12 +142,22 @@ async fn witness_once(
     Ok(cosigned)
 }
 
+/// What the checkpointer last achieved with its witness, for health reporting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WitnessStatus {
+    /// The newest checkpoint the witness co-signed: its tree size and time (ms).
+    pub witnessed: Option<(u64, i64)>,
+    /// The last round's error, while rounds fail (what the operator must do, when it knows).
+    pub failing: Option<String>,
+}
+
 /// A background task that checkpoints every `interval` when the log has grown, and has each
 /// checkpoint witnessed if a witness is given. Stop it with [`Checkpointer::stop`].
 #[derive(Debug)]
 pub struct Checkpointer {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    status: Arc<std::sync::Mutex<WitnessStatus>>,
 }
 
 impl Checkpointer {
@@ -159,6 +169,12 @@ impl Checkpointer {
         now_ms: impl Fn() -> i64 + Send + Sync + 'static,
     ) -> Self {
         let (stop, mut stopped) = watch::channel(false);
+        let witnessed = last_witnessed(&log).ok().flatten().map(|c| (c.size, c.timestamp_ms));
+        let status = Arc::new(std::sync::Mutex::new(WitnessStatus { witnessed, failing: None }));
+        let report = status.clone();
+        let set = move |f: &dyn Fn(&mut WitnessStatus)| {
+            f(&mut report.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        };
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -173,17 +189,34 @@ impl Checkpointer {
                     continue;
                 }
                 let result = match &witness {
-                    Some(w) => checkpoint_and_witness(&log, &signer, w.as_ref(), now_ms()).await.map(|_| ()),
-                    None => log.checkpoint(&signer, now_ms()).map(|_| ()),
+                    Some(w) => checkpoint_and_witness(&log, &signer, w.as_ref(), now_ms()).await.map(Some),
+                    None => log.checkpoint(&signer, now_ms()).map(|_| None),
                 };
                 match result {
-                    Ok(()) => last_size = Some(size),
+                    Ok(cosigned) => {
+                        last_size = Some(size);
+                        if let Some(c) = cosigned.as_ref().and_then(|c| Checkpoint::decode(c).ok()) {
+                            set(&|s| {
+                                *s =
+                                    WitnessStatus { witnessed: Some((c.size, c.timestamp_ms)), failing: None }
+                            });
+                        }
+                    }
                     // Retried at the next tick; the signed checkpoint is kept either way.
-                    Err(e) => tracing::warn!(error = %e, size, "checkpoint not witnessed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, size, "checkpoint not witnessed");
+                        let error = e.to_string();
+                        set(&|s| s.failing = Some(error.clone()));
+                    }
                 }
             }
         });
-        Self { stop, task }
+        Self { stop, task, status }
+    }
+
+    /// What the last rounds achieved; shared, so a health endpoint can read it later.
+    pub fn status(&self) -> Arc<std::sync::Mutex<WitnessStatus>> {
+        self.status.clone()
     }
 
     /// Stops the task and waits for it.

@@ -64,9 +64,23 @@ async fn readiness(state: &NodeState) -> (StatusCode, String) {
         problems.push("the spool directory is missing");
     }
     let head = state.log.log().head();
+    // Not a readiness condition (exchanges go on while the registry is away), but what an
+    // operator must know: the witness refusing this log needs their action.
+    let witness = state.witness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let witnessed = witness.witnessed.map_or_else(
+        || "nothing witnessed yet".to_owned(),
+        |(size, at)| {
+            let age = (lienthong_globalconf::to_millis(state.now()) - at).max(0) / 1000;
+            format!("{size} records witnessed (checkpoint dated {age} s ago)")
+        },
+    );
+    let witness_line = match &witness.failing {
+        None => witnessed,
+        Some(e) => format!("{witnessed}; the last round failed: {e}"),
+    };
     let body = format!(
         "{}\n{conf_line}\nkeys: {} member signing key(s)\nlog: {} records, {log_line}\n\
-         log recoveries: {}, write failures: {}\n",
+         log recoveries: {}, write failures: {}\nwitness: {witness_line}\n",
         if problems.is_empty() { "ready".to_owned() } else { format!("not ready: {}", problems.join("; ")) },
         state.keys.signing.len(),
         head.size,

@@ -351,6 +351,7 @@ impl NodeHandle {
             started_at_ms: to_millis(clock_now),
             transport_only: options.transport_only,
             refusals: std::sync::Mutex::new(RefusalLimiter::new(refusal_limits, to_millis(clock_now))),
+            witness: checkpointer.status(),
         });
 
         let (stop, stopped) = watch::channel(false);

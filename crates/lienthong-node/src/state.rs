@@ -62,6 +62,8 @@ pub(crate) struct NodeState {
     pub transport_only: bool,
     /// Which refusals of unauthenticated traffic get a record of their own.
     pub refusals: Mutex<RefusalLimiter>,
+    /// What the checkpointer last achieved with the registry's witness (for `/readyz`).
+    pub witness: Arc<Mutex<lienthong_msglog::witness::WitnessStatus>>,
 }
 
 impl NodeState {
