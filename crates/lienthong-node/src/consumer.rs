@@ -53,6 +53,9 @@ const METHODS: [Method; 8] = [
 /// What the handler knows of a call so far, for the record of a refusal.
 #[derive(Debug, Default)]
 struct Known {
+    method: String,
+    /// Where the call came from (the limit on unauthenticated refusals counts by it).
+    source: Option<IpAddr>,
     message_id: String,
     request_id: String,
     client: Option<ClientId>,
@@ -75,8 +78,11 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
         return crate::audit_api::handle(state, req, conn).await;
     }
     let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let method = req.method().as_str().to_owned();
-    let mut known = Known::default();
+    let mut known = Known {
+        method: req.method().as_str().to_owned(),
+        source: Some(conn.remote.ip()),
+        ..Known::default()
+    };
     let result = if path == "/listClients" {
         list_clients(&state, &req).map_err(plain)
     } else {
@@ -87,9 +93,7 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
         Err((reject, relayed)) => {
             // Made only for a refusal: a UUID costs a getrandom call.
             let detail = new_detail();
-            let source = conn.remote.ip();
-            refuse(&state, &reject, relayed.as_ref(), &detail, &method, &known, source, accept.as_deref())
-                .await
+            refuse(&state, &reject, relayed.as_ref(), &detail, &known, accept.as_deref()).await
         }
     }
 }
@@ -98,17 +102,16 @@ pub(crate) async fn handle(state: Arc<NodeState>, req: Request<Incoming>, conn: 
 /// fault when it refused: its code and detail are kept, so one id finds the records of both
 /// nodes. A refusal before the client was authenticated gets a record of its own only within
 /// the refusal limit; beyond it, its source's summary counts it (the answer is the same).
-#[allow(clippy::too_many_arguments)]
 async fn refuse(
     state: &NodeState,
     reject: &Reject,
     relayed: Option<&types_pb::Fault>,
     detail: &str,
-    method: &str,
     known: &Known,
-    source: IpAddr,
     accept: Option<&str>,
 ) -> Response<Body> {
+    let source = known.source.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let method = known.method.as_str();
     let (code, status, detail) = match relayed {
         None => (reject.fault.code(), reject.fault.http_status(), detail),
         Some(f) => {
