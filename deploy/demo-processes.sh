@@ -53,7 +53,7 @@ while (($# > 0)); do
     shift
 done
 
-# ----- the topology (the same as crates/lienthong-cli/src/demo/world.rs) -----------------------
+# ----- the topology (the same as crates/lienthong-demo/src/world.rs) ---------------------------
 
 # Fixed ports; they must match config/demo/*.toml.
 VN_HTTP=5580

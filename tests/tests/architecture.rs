@@ -95,6 +95,11 @@ fn crate_layering_follows_the_brief() {
                 "lienthong-msglog",
             ],
         ),
+        // The configuration client: the node's and the audit service's, shared.
+        (
+            "lienthong-confclient",
+            &["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-globalconf"],
+        ),
         (
             "lienthong-node",
             &[
@@ -102,9 +107,36 @@ fn crate_layering_follows_the_brief() {
                 "lienthong-proto",
                 "lienthong-pki",
                 "lienthong-globalconf",
+                "lienthong-confclient",
                 "lienthong-exchange",
                 "lienthong-msglog",
                 "lienthong-audit",
+            ],
+        ),
+        (
+            "lienthong-audit-service",
+            &[
+                "lienthong-types",
+                "lienthong-proto",
+                "lienthong-pki",
+                "lienthong-globalconf",
+                "lienthong-confclient",
+                "lienthong-msglog",
+                "lienthong-audit",
+            ],
+        ),
+        // The demo world runs the product's own crates, as the CLI would.
+        (
+            "lienthong-demo",
+            &[
+                "lienthong-types",
+                "lienthong-proto",
+                "lienthong-pki",
+                "lienthong-globalconf",
+                "lienthong-msglog",
+                "lienthong-registry",
+                "lienthong-node",
+                "lienthong-audit-service",
             ],
         ),
     ];
@@ -118,6 +150,73 @@ fn crate_layering_follows_the_brief() {
             || ["lienthong-cli", "lienthong-testkit", "lienthong-tests", "lienthong-bench"]
                 .contains(&name.as_str());
         assert!(known, "{name} is not in the layering table: add it here and to ARCHITECTURE.md");
+    }
+}
+
+/// Our crates `name` links, directly or through our other crates (normal dependencies).
+fn reaches(deps: &BTreeMap<String, BTreeSet<String>>, name: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![name.to_owned()];
+    while let Some(next) = todo.pop() {
+        for d in deps.get(&next).into_iter().flat_map(|d| ours(d)) {
+            if seen.insert(d.to_owned()) {
+                todo.push(d.to_owned());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_audit_service_and_the_node_share_the_configuration_client() {
+    let deps = direct_deps();
+    for name in ["lienthong-node", "lienthong-audit-service"] {
+        assert!(deps[name].contains("lienthong-confclient"), "{name} must use lienthong-confclient");
+    }
+    let node = reaches(&deps, "lienthong-node");
+    assert!(!node.contains("lienthong-audit-service"), "the node links the audit service: {node:?}");
+    assert!(node.contains("lienthong-audit"), "the node answers its audit API with the audit library");
+}
+
+#[test]
+fn the_audit_service_does_not_depend_on_the_node() {
+    let service = reaches(&direct_deps(), "lienthong-audit-service");
+    assert!(!service.contains("lienthong-node"), "the audit service links the node: {service:?}");
+}
+
+#[test]
+fn the_audit_library_does_no_network_io() {
+    let network = ["tokio", "hyper", "hyper-util", "http-body-util", "rustls", "tokio-rustls", "tonic"];
+    let deps = &direct_deps()["lienthong-audit"];
+    let linked: Vec<_> = network.iter().filter(|c| deps.contains(**c)).collect();
+    assert!(linked.is_empty(), "lienthong-audit depends on {linked:?}: the network is the service's");
+    for (file, text) in rust_files(&root().join("crates/lienthong-audit/src")) {
+        for needle in ["std::net", "tokio::", "hyper::"] {
+            assert!(
+                !text.contains(needle),
+                "{} uses {needle}: the audit library does no I/O",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cli_crate_holds_no_demo_world() {
+    let cli = root().join("crates/lienthong-cli");
+    assert!(!cli.join("src/demo").exists(), "the demo world lives in lienthong-demo, not in the CLI");
+    let deps = &direct_deps()["lienthong-cli"];
+    assert!(deps.contains("lienthong-demo"));
+    // The demo's backends and traffic were the CLI's only HTTP: it has no HTTP stack of its own.
+    for http in ["hyper", "hyper-util", "http-body-util"] {
+        assert!(!deps.contains(http), "lienthong-cli depends on {http}");
+    }
+    let demo = std::fs::read_to_string(cli.join("src/demo.rs")).unwrap();
+    for needle in ["async fn", "tokio::", "NodeHandle", "RegistryHome"] {
+        assert!(
+            !demo.contains(needle),
+            "src/demo.rs uses {needle}: it parses arguments and calls lienthong-demo"
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use http::StatusCode;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use lienthong_audit::bundle;
-use lienthong_audit::collect::Collector;
+use lienthong_audit_service::collect::Collector;
 use lienthong_globalconf::key_id;
 use lienthong_msglog::checkpoint::{Checkpoint, add_witness_signature, sign_checkpoint};
 use lienthong_msglog::merkle::{self, MemNodes};

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lienthong_audit::service::config::AuditConfig;
+use lienthong_audit_service::config::AuditConfig;
 use lienthong_node::NodeConfig;
 use lienthong_registry::RegistryConfig;
 

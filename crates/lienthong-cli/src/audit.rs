@@ -131,7 +131,7 @@ fn read_node_dir(dir: &Path) -> Result<NodeFiles> {
             anyhow::Error::new(e).context(format!("opening the message log in {}", log_dir.display()))
         }
     })?;
-    let conf_path = home.conf_dir().join(lienthong_node::CONF_FILE);
+    let conf_path = home.conf_dir().join(lienthong_confclient::CONF_FILE);
     let conf = std::fs::read(&conf_path).with_context(|| {
         format!("reading the node's global configuration {} (has the node run yet?)", conf_path.display())
     })?;
@@ -143,7 +143,7 @@ fn read_node_dir(dir: &Path) -> Result<NodeFiles> {
     let partners = home.conf_dir().join("partners");
     if let Ok(entries) = std::fs::read_dir(&partners) {
         for entry in entries {
-            let file = entry?.path().join(lienthong_node::CONF_FILE);
+            let file = entry?.path().join(lienthong_confclient::CONF_FILE);
             if file.is_file() {
                 partner_confs
                     .push(std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use base64::Engine as _;
 use clap::Args;
-use lienthong_audit::collect::Collector;
-use lienthong_audit::service::config::AuditConfig;
-use lienthong_audit::service::{
-    AuditService, Auditors, Credentials, NodeSource, ServiceHandle, ServiceSetup,
+use lienthong_audit_service::config::AuditConfig;
+use lienthong_audit_service::{
+    Auditors, CERT_FILE, Credentials, KEY_FILE, NodeSource, Standalone, StandaloneSetup,
 };
 use lienthong_globalconf::Anchor;
-use lienthong_node::{ConfClient, ConfClientConfig};
 use lienthong_pki::Fingerprint;
 use lienthong_pki::consumer_tls::server_config_for_chain;
 use lienthong_pki::is_client_tls::self_signed_client;
@@ -24,10 +21,6 @@ use rustls::pki_types::CertificateDer;
 
 use crate::files::{self, NewKeyProtection, Passphrase};
 use crate::registry::shutdown_signal;
-
-/// The service's client credential, in its data directory.
-const CERT_FILE: &str = "collector.pem";
-const KEY_FILE: &str = "collector.key";
 
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
@@ -80,9 +73,7 @@ pub(crate) fn api_key(a: &ApiKeyArgs) -> Result<()> {
     if a.name.trim().is_empty() {
         bail!("--name must not be empty");
     }
-    let mut raw = [0u8; 32];
-    random_bytes(&mut raw)?;
-    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let key = Auditors::new_api_key().context("reading random bytes from /dev/urandom")?;
     outln!("API key for {} (shown once; give it to the auditor):\n  {key}", a.name);
     outln!(
         "add to audit.toml:\n[[auditors]]\nname = {:?}\napi_key_sha256 = \"{}\"",
@@ -90,14 +81,6 @@ pub(crate) fn api_key(a: &ApiKeyArgs) -> Result<()> {
         Auditors::key_digest(&key)
     );
     Ok(())
-}
-
-/// Random bytes from the operating system (the key never depends on a seeded generator).
-pub(crate) fn random_bytes(out: &mut [u8]) -> Result<()> {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(out))
-        .context("reading random bytes from /dev/urandom")
 }
 
 /// The certificates of a PEM file, leaf first: any X.509 certificate (these are pinned by
@@ -148,32 +131,22 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
-    let collector = Collector::open(&config.data_dir.join("collector.redb"))
-        .with_context(|| format!("opening the collector's store in {}", config.data_dir.display()))?;
-
-    let conf_client = ConfClient::start(ConfClientConfig::new(anchor.clone(), config.data_dir.join("conf")))
-        .context("starting the configuration client")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     let nodes = config.nodes.iter().map(|n| NodeSource { node: n.id.clone(), url: n.url.clone() }).collect();
-    let service = AuditService::new(ServiceSetup {
-        collector,
-        conf: conf_client.subscribe(),
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let setup = StandaloneSetup {
+        data_dir: config.data_dir.clone(),
         anchor,
         nodes,
         credentials,
         auditors,
         node_timeout: Duration::from_secs(config.node_timeout_secs),
-    });
-    let https = tls.is_some();
-    let handle = ServiceHandle::start(service, listener, tls, Duration::from_secs(config.pull_interval_secs))
-        .context("starting the service")?;
-    let scheme = if https { "https" } else { "http" };
-    noteln!("audit dashboard: {scheme}://{}/", handle.addr);
-    noteln!("audit API: {scheme}://{}/api/v1/ (OpenAPI at /api/v1/openapi.json)", handle.addr);
+        tls,
+        pull_every: Duration::from_secs(config.pull_interval_secs),
+    };
+    let running = Standalone::start(setup, config.listen).await?;
+    noteln!("audit dashboard: {scheme}://{}/", running.addr());
+    noteln!("audit API: {scheme}://{}/api/v1/ (OpenAPI at /api/v1/openapi.json)", running.addr());
     shutdown_signal().await;
-    handle.shutdown().await;
-    conf_client.shutdown().await;
+    running.shutdown().await;
     Ok(())
 }

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::{Clock, ConfClient, ConfClientConfig};
+use lienthong_confclient::{Clock, ConfClient, ConfClientConfig};
 
 /// Appended to a partner's configuration URL: its registry serves the federation view there.
 pub const FEDERATION_SUFFIX: &str = "/federation";

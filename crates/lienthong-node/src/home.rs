@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
+use lienthong_confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
 
 /// The registration state file, inside the node directory.
 pub const STATE_FILE: &str = "registration.toml";

@@ -4,13 +4,13 @@
 
 use std::time::SystemTime;
 
+use lienthong_confclient::CONF_FILE;
 use lienthong_globalconf::{Anchor, sign_request, to_millis, verify_ignoring_expiry};
 use lienthong_proto::globalconf::v1 as gc;
 use lienthong_proto::registry::v1 as pb;
 use lienthong_proto::registry::v1::management_service_client::ManagementServiceClient;
 use lienthong_types::ServiceId;
 
-use crate::CONF_FILE;
 use crate::home::{HomeError, NodeHome, NodeKeys};
 
 /// A service as its owner publishes it.

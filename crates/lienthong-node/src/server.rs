@@ -40,7 +40,7 @@ use crate::refusal_limit::{Kind, Limits as RefusalLimits, RefusalLimiter, summar
 use crate::replay::ReplayGuard;
 use crate::state::{Backend, NodeState};
 use crate::witness::RegistryWitness;
-use crate::{Clock, ConfClient, ConfClientConfig};
+use lienthong_confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
 
 /// Why a node could not start. Nothing stays bound after an error.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ pub enum StartError {
     #[error("{0}")]
     Invalid(String),
     #[error("global configuration client: {0}")]
-    Conf(#[from] crate::ConfClientError),
+    Conf(#[from] ConfClientError),
     #[error("message log: {0}")]
     Log(#[from] lienthong_msglog::LogError),
 }

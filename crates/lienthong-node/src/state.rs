@@ -17,7 +17,6 @@ use lienthong_pki::Fingerprint;
 use lienthong_types::{Fault, ServiceId, SubsystemId};
 use tokio::sync::watch;
 
-use crate::Clock;
 use crate::backend::BackendClient;
 use crate::body::BodyLimits;
 use crate::config::NodeConfig;
@@ -26,6 +25,7 @@ use crate::home::NodeKeys;
 use crate::peer::PeerClient;
 use crate::refusal_limit::{Kind, RefusalLimiter, Summary};
 use crate::replay::ReplayGuard;
+use lienthong_confclient::Clock;
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 

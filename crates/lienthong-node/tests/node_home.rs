@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use lienthong_confclient::CONF_FILE;
 use lienthong_globalconf::{Anchor, verify};
-use lienthong_node::CONF_FILE;
 use lienthong_node::home::{HomeError, InitOptions, InitOutcome, NodeHome, StepState, Target};
 use lienthong_pki::tls::{PeerRole, TrustPolicy};
 use lienthong_pki::{Certificate, Identity, KeyAlgorithm};

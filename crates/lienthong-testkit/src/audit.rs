@@ -10,10 +10,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use lienthong_audit::collect::Collector;
-use lienthong_audit::service::{
-    AuditService, Auditors, Credentials, NodeSource, ServiceHandle, ServiceSetup,
-};
+use lienthong_audit_service::collect::Collector;
+use lienthong_audit_service::{AuditService, Auditors, Credentials, NodeSource, ServiceHandle, ServiceSetup};
 use lienthong_pki::PrivateKey;
 use lienthong_pki::is_client_tls::self_signed_client;
 use rustls::pki_types::CertificateDer;

@@ -8,8 +8,8 @@ pub mod node;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use lienthong_confclient::{Clock as NodeClock, ConfClient, ConfClientConfig};
 use lienthong_globalconf::Anchor;
-use lienthong_node::{Clock as NodeClock, ConfClient, ConfClientConfig};
 use lienthong_pki::Certificate;
 use lienthong_proto::registry::v1 as pb;
 use lienthong_registry::admin::AdminSession;

@@ -318,7 +318,7 @@ impl Collector {
 
     /// The records whose time is in `period` = `[from, until)` (Unix ms) widened by
     /// [`RECORDS_MARGIN_MS`] on each side, by time: the input of
-    /// [`sharing_report`](crate::sharing::sharing_report) for that period.
+    /// [`sharing_report`](lienthong_audit::sharing::sharing_report) for that period.
     pub fn records(&self, period: (i64, i64)) -> Result<Vec<CollectedRecord>, CollectError> {
         let tx = self.db.begin_read().map_err(st)?;
         let by_time = tx.open_table(BY_TIME).map_err(st)?;

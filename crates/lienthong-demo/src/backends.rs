@@ -72,10 +72,10 @@ pub(crate) const BIRTH_RECORDS: &[&str] = &[
 
 /// The demo's backends, running until dropped or `shutdown`.
 #[derive(Debug)]
-pub(crate) struct Backends {
-    pub(crate) population: SocketAddr,
-    pub(crate) business: SocketAddr,
-    pub(crate) civil_status: SocketAddr,
+pub struct Backends {
+    pub population: SocketAddr,
+    pub business: SocketAddr,
+    pub civil_status: SocketAddr,
     stop: watch::Sender<bool>,
     /// The accept loops; each owns its connections, so aborting one ends them too.
     tasks: Vec<JoinHandle<()>>,
@@ -84,7 +84,7 @@ pub(crate) struct Backends {
 impl Backends {
     /// Starts all three on 127.0.0.1, each on the port given (0 = any free port), in the
     /// order population, business, civil status.
-    pub(crate) async fn start(ports: [u16; 3]) -> io::Result<Backends> {
+    pub async fn start(ports: [u16; 3]) -> io::Result<Backends> {
         let [population, business, civil_status] = ports;
         // All binds before any task, so a failure leaves nothing running.
         let listeners = [
@@ -104,7 +104,7 @@ impl Backends {
 
     /// Stops accepting, lets answers in progress finish (idle connections close at once), and
     /// after a bounded wait cuts whatever is left.
-    pub(crate) async fn shutdown(mut self) {
+    pub async fn shutdown(mut self) {
         // Fails only when every loop has already ended.
         let _ = self.stop.send(true);
         let _ = timeout(SHUTDOWN_GRACE, async {

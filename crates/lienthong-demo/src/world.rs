@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -13,14 +12,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use lienthong_audit::collect::Collector;
-use lienthong_audit::service::{
-    AuditService, Auditors, Credentials, NodeSource, ServiceHandle, ServiceSetup,
+use lienthong_audit_service::{
+    Auditors, CERT_FILE, Credentials, KEY_FILE, NodeSource, Standalone, StandaloneSetup,
 };
 use lienthong_globalconf::{Anchor, to_millis};
 use lienthong_node::home::{InitOptions as NodeInitOptions, NodeHome};
 use lienthong_node::manage::{ServiceSpec, publish_service};
-use lienthong_node::{ConfClient, ConfClientConfig, Listeners, NodeConfig, NodeHandle, StartOptions};
+use lienthong_node::{Listeners, NodeConfig, NodeHandle, StartOptions};
 use lienthong_pki::is_client_tls::self_signed_client;
 use lienthong_pki::{Certificate, KeyAlgorithm};
 use lienthong_proto::convert::IntoDomain;
@@ -30,7 +28,8 @@ use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegis
 use lienthong_types::{ClientId, MemberId, NodeId, ServiceId, SubsystemId};
 use serde_json::{Value, json};
 
-use super::backends::{BIRTH_RECORDS, Backends, CITIZEN_IDS, TAX_CODES};
+use crate::backends::{BIRTH_RECORDS, Backends, CITIZEN_IDS, TAX_CODES};
+use crate::{Console, DemoOptions};
 
 const VN: &str = "VN";
 const NA: &str = "VN-NA";
@@ -370,21 +369,22 @@ data_dir = \"node\"\n[consumer]\nhttp = \"127.0.0.1:{r1}\"\nhttps = \"127.0.0.1:
     Ok(Node { spec, dir, handle })
 }
 
-const CERT_FILE: &str = "collector.pem";
-const KEY_FILE: &str = "collector.key";
-
-/// The audit service's client credential and an auditor's API key, made once per instance.
+/// The audit service's client credential and an auditor's API key, made once per instance, in
+/// the service's data directory. The directory is the owner's alone (0700): it holds the key.
 fn audit_credentials(inst_dir: &Path) -> Result<(Credentials, String)> {
     let dir = inst_dir.join("audit");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (cert, key, api) = (dir.join(CERT_FILE), dir.join(KEY_FILE), dir.join("api-key.txt"));
     if !cert.exists() {
         let (_, pem, private) = self_signed_client("lienthong-demo-audit")?;
-        crate::files::write_new(&key, private.to_pem().as_bytes(), true)?;
-        crate::files::write_new(&cert, pem.as_bytes(), false)?;
-        let mut raw = [0u8; 24];
-        crate::audit_serve::random_bytes(&mut raw)?;
-        crate::files::write_new(&api, hex::encode(raw).as_bytes(), true)?;
+        let api_key = Auditors::new_api_key().context("reading random bytes from /dev/urandom")?;
+        for (path, text) in [(&key, private.to_pem().as_str()), (&api, &api_key), (&cert, &pem)] {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     let chain = lienthong_node::backend::roots_from_pem(&std::fs::read(&cert)?)
         .map_err(|e| anyhow!("{}: {e}", cert.display()))?;
@@ -395,9 +395,7 @@ fn audit_credentials(inst_dir: &Path) -> Result<(Credentials, String)> {
 
 /// One instance's audit service over its nodes.
 struct Audit {
-    handle: ServiceHandle,
-    service: Arc<AuditService>,
-    conf: ConfClient,
+    running: Standalone,
     api_key: String,
     url: String,
 }
@@ -409,9 +407,6 @@ async fn start_audit(
     credentials: Credentials,
     api_key: String,
 ) -> Result<Audit> {
-    let conf =
-        ConfClient::start(ConfClientConfig::new(inst.anchor.clone(), inst.dir.join("audit").join("conf")))?;
-    conf.refresh_now().await?;
     let mut auditors = Auditors::default();
     auditors.add_key_digest("kiem-toan-demo", &Auditors::key_digest(&api_key)).map_err(anyhow::Error::msg)?;
     let sources = nodes
@@ -424,20 +419,21 @@ async fn start_audit(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let service = AuditService::new(ServiceSetup {
-        collector: Collector::open(&inst.dir.join("audit").join("collector.redb"))?,
-        conf: conf.subscribe(),
+    let addr: SocketAddr =
+        format!("127.0.0.1:{}", port(ports, &format!("{}.audit", instance_key(inst.id)))?).parse()?;
+    let setup = StandaloneSetup {
+        data_dir: inst.dir.join("audit"),
         anchor: inst.anchor.clone(),
         nodes: sources,
         credentials,
         auditors,
         node_timeout: Duration::from_secs(10),
-    });
-    let addr: SocketAddr =
-        format!("127.0.0.1:{}", port(ports, &format!("{}.audit", instance_key(inst.id)))?).parse()?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    let handle = ServiceHandle::start(service.clone(), listener, None, Duration::from_secs(5))?;
-    Ok(Audit { handle, service, conf, api_key, url: format!("http://{addr}/") })
+        tls: None,
+        pull_every: Duration::from_secs(5),
+    };
+    let running = Standalone::start(setup, addr).await?;
+    running.conf_client().refresh_now().await?;
+    Ok(Audit { running, api_key, url: format!("http://{addr}/") })
 }
 
 /// One call of the traffic: who asks what.
@@ -602,17 +598,20 @@ async fn sharing(audit: &Audit) -> Result<Value> {
     Ok(serde_json::from_slice(&body)?)
 }
 
-pub(super) async fn run(
+/// Sets up (or reopens) the world in `root`, drives `options.exchanges` exchanges, prints the
+/// summary, and stops at `shutdown` (at once with `options.exit`, verifying every node's log).
+pub(crate) async fn run(
     root: &Path,
-    kept: bool,
-    total: u32,
-    exit: bool,
-    as_json: bool,
+    options: &DemoOptions,
     started: Instant,
+    console: &dyn Console,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let DemoOptions { exchanges: total, exit, json: as_json, .. } = *options;
+    let kept = options.dir.is_some();
     let say = |text: &str| {
         if !as_json {
-            errln!("{text}");
+            console.progress(text);
         }
     };
     let ports = ports(root)?;
@@ -693,7 +692,7 @@ pub(super) async fn run(
     let traffic_ms = traffic_started.elapsed().as_millis();
     until_witnessed(&nodes).await?;
     for a in [&vn_audit, &na_audit] {
-        for r in a.service.pull_all().await {
+        for r in a.running.service().pull_all().await {
             if let Err(e) = r.outcome {
                 bail!("the audit service could not pull {}: {e}", r.node);
             }
@@ -753,9 +752,9 @@ pub(super) async fn run(
         "sample_birth_record": BIRTH_RECORDS.first(),
     });
     if as_json {
-        noteln!("{}", serde_json::to_string_pretty(&summary)?);
+        console.note(&serde_json::to_string_pretty(&summary)?);
     } else {
-        print_summary(&summary, &nodes);
+        print_summary(&summary, &nodes, console);
     }
     if !failed.is_empty() {
         bail!("{} exchange(s) failed: {}", failed.len(), failed.join("; "));
@@ -766,7 +765,7 @@ pub(super) async fn run(
 
     if !exit {
         say("\nrunning; Ctrl-C stops everything");
-        crate::registry::shutdown_signal().await;
+        shutdown.await;
     }
     say("• stopping (each node closes its log with a last witnessed checkpoint)");
     let dirs: Vec<(String, PathBuf, PathBuf)> = nodes
@@ -777,8 +776,7 @@ pub(super) async fn run(
         })
         .collect();
     for a in [vn_audit, na_audit] {
-        a.handle.shutdown().await;
-        a.conf.shutdown().await;
+        a.running.shutdown().await;
     }
     for n in nodes {
         n.handle.shutdown().await;
@@ -802,57 +800,53 @@ pub(super) async fn run(
     }
     if !as_json {
         if kept {
-            noteln!("\neverything is kept in {} (a second run reuses it)", root.display());
+            console.note(&format!("\neverything is kept in {} (a second run reuses it)", root.display()));
         }
-        noteln!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+        console.note(&format!("demo finished in {:.1} s", started.elapsed().as_secs_f64()));
     }
     Ok(())
 }
 
-fn print_summary(s: &Value, nodes: &[Node]) {
-    noteln!("\nLienthong demo: NDXP (VN) and Nghệ An LGSP (VN-NA) on this machine");
-    noteln!(
+fn print_summary(s: &Value, nodes: &[Node], console: &dyn Console) {
+    console.note("\nLienthong demo: NDXP (VN) and Nghệ An LGSP (VN-NA) on this machine");
+    console.note(&format!(
         "\nexchanges: {} in {} ms: {} succeeded, {} denied (no grant, on purpose), {} logged on both sides",
-        s["exchanges"],
-        s["traffic_ms"],
-        s["succeeded"],
-        s["denied"],
-        s["logged_on_both_sides"]
-    );
+        s["exchanges"], s["traffic_ms"], s["succeeded"], s["denied"], s["logged_on_both_sides"]
+    ));
     for instance in ["VN", "VN-NA"] {
         let report = &s["sharing"][instance];
-        noteln!("\nwho shares with whom, as {instance}'s audit sees it:");
+        console.note(&format!("\nwho shares with whom, as {instance}'s audit sees it:"));
         for p in report["pairs"].as_array().into_iter().flatten() {
-            noteln!(
+            console.note(&format!(
                 "  {:<44} -> {:<48} {:>5} calls, {:>5} ok, {:>3} denied",
                 p["consumer"].as_str().unwrap_or_default(),
                 p["service"].as_str().unwrap_or_default(),
                 p["calls"],
                 p["successes"],
                 p["denials"]
-            );
+            ));
         }
         for g in report["grants"].as_array().into_iter().flatten().filter(|g| g["used"] == 0) {
-            noteln!(
+            console.note(&format!(
                 "  agreed but never used: {} -> {}",
                 g["subject"].as_str().unwrap_or_default(),
                 g["service"].as_str().unwrap_or_default()
-            );
+            ));
         }
     }
-    noteln!("\ndashboards (log in with the API key):");
+    console.note("\ndashboards (log in with the API key):");
     for instance in ["VN", "VN-NA"] {
         let d = &s["dashboards"][instance];
-        noteln!(
+        console.note(&format!(
             "  {instance:<6} {}  key {}",
             d["url"].as_str().unwrap_or_default(),
             d["api_key"].as_str().unwrap_or_default()
-        );
+        ));
     }
-    noteln!("\nX-Road REST r1 endpoints:");
+    console.note("\nX-Road REST r1 endpoints:");
     for n in nodes {
-        noteln!("  {:<36} {}", n.spec.id, s["r1"][n.spec.id].as_str().unwrap_or_default());
+        console.note(&format!("  {:<36} {}", n.spec.id, s["r1"][n.spec.id].as_str().unwrap_or_default()));
     }
-    noteln!("\na cross-instance call (a Nghệ An department asks the national population register):");
-    noteln!("  {}", s["curl"].as_str().unwrap_or_default());
+    console.note("\na cross-instance call (a Nghệ An department asks the national population register):");
+    console.note(&format!("  {}", s["curl"].as_str().unwrap_or_default()));
 }

@@ -15,9 +15,10 @@ use lienthong_pki::{Certificate, Fingerprint};
 use lienthong_proto::audit::v1 as audit_pb;
 use prost::Message;
 
-use super::{AuditService, NodeSource, PullStatus};
+use lienthong_audit::query::format_time;
+
 use crate::collect::{Batch, CollectError, IngestReport, Trust};
-use crate::query::format_time;
+use crate::{AuditService, NodeSource, PullStatus};
 
 /// Records asked for per page.
 const PAGE: u64 = 2_000;
@@ -96,7 +97,7 @@ impl AuditService {
         reports
     }
 
-    pub(super) fn pull_status(&self) -> std::collections::HashMap<String, PullStatus> {
+    pub(crate) fn pull_status(&self) -> std::collections::HashMap<String, PullStatus> {
         self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
@@ -167,7 +168,7 @@ impl AuditService {
 
     /// One GET to a node's audit API over HTTPS, the node's certificate checked against the
     /// instance CA and the node id; the whole body, or why not.
-    pub(super) async fn get(
+    pub(crate) async fn get(
         &self,
         source: &NodeSource,
         conf: &VerifiedConf,

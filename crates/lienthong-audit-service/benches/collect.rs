@@ -1,6 +1,6 @@
 //! The central collector over 1,000,000 collected records:
 //!
-//!     cargo bench -p lienthong-audit --bench collect
+//!     cargo bench -p lienthong-audit-service --bench collect
 //!
 //! Three nodes' logs of synthetic metadata records (200 clients with skewed traffic, 30 days, a
 //! signed envelope of 300 bytes and a small body each, which the collector strips) are ingested
@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use lienthong_audit::collect::{Batch, Collector, Trust};
+use lienthong_audit_service::collect::{Batch, Collector, Trust};
 use lienthong_globalconf::{ConfKey, key_id, to_millis};
 use lienthong_msglog::checkpoint::{Checkpoint, add_witness_signature, sign_checkpoint};
 use lienthong_msglog::merkle::{self, MemNodes, leaf_hash};

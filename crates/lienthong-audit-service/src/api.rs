@@ -26,11 +26,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{AuditService, DASHBOARD, NodeSource, OPENAPI, OPENAPI_PATH};
-use crate::bundle;
+use lienthong_audit::bundle;
+use lienthong_audit::query::{QueryError, decode_component, format_time, parse_time};
+use lienthong_audit::sharing::{Pair, SharingReport, sharing_report};
+
 use crate::collect::CollectedRecord;
-use crate::query::{decode_component, format_time, parse_time};
-use crate::sharing::{SharingReport, sharing_report};
+use crate::{AuditService, DASHBOARD, NodeSource, OPENAPI, OPENAPI_PATH};
 
 /// Default period of the sharing report: the last 30 days.
 const DEFAULT_PERIOD_MS: i64 = 30 * 24 * 3_600_000;
@@ -39,7 +40,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Answer = Response<Full<Bytes>>;
 
-pub(super) async fn accept_loop(
+pub(crate) async fn accept_loop(
     service: Arc<AuditService>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -49,7 +50,7 @@ pub(super) async fn accept_loop(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            () = super::until_stopped(&mut stopped) => break,
+            () = crate::until_stopped(&mut stopped) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
@@ -250,7 +251,7 @@ impl Params {
     }
 }
 
-fn reason(e: &crate::query::QueryError) -> String {
+fn reason(e: &QueryError) -> String {
     let text = e.to_string();
     // "invalid_filter: from: ..." -> the part after the field.
     text.splitn(3, ": ").nth(2).map_or(text.clone(), str::to_owned)
@@ -320,7 +321,7 @@ async fn sharing(service: &AuditService, params: &Params) -> Answer {
 /// `service`.
 fn narrow(mut r: SharingReport, member: Option<&str>, service: Option<&str>) -> SharingReport {
     let of = |id: &str, m: &str| id == m || id.strip_prefix(m).is_some_and(|rest| rest.starts_with('/'));
-    let pair_ok = |p: &crate::sharing::Pair| {
+    let pair_ok = |p: &Pair| {
         member.is_none_or(|m| p.consumer_member == m || p.provider_member == m)
             && service.is_none_or(|s| p.service == s)
     };

@@ -16,13 +16,13 @@ use lienthong_types::{InstanceId, MemberId, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::files;
+use crate::Console;
 
 const CONSUMER: &str = "VN/GOV/000.00.00.G22/ss1";
 const PROVIDER: &str = "VN/GOV/000.00.00.G01/ss1";
 const CLIENT_MEMBER: &str = "VN/GOV/000.00.00.G22";
 
-pub(super) fn run(keep: Option<&Path>) -> Result<()> {
+pub(crate) fn run(keep: Option<&Path>, console: &dyn Console) -> Result<()> {
     let temp;
     let dir = match keep {
         Some(d) => {
@@ -36,37 +36,40 @@ pub(super) fn run(keep: Option<&Path>) -> Result<()> {
     };
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(demo(dir))?;
+    rt.block_on(demo(dir, console))?;
     match keep {
-        Some(d) => {
-            outln!("\ncertificates are in {}; inspect one with `lienthong pki show FILE`", d.display())
+        Some(d) => console.out(&format!(
+            "\ncertificates are in {}; inspect one with `lienthong pki show FILE`",
+            d.display()
+        )),
+        None => {
+            console.out("\n(certificates were made in a temporary directory; pass --dir DIR to keep them)")
         }
-        None => outln!("\n(certificates were made in a temporary directory; pass --dir DIR to keep them)"),
     }
-    outln!("\ndemo finished in {} ms", started.elapsed().as_millis());
+    console.out(&format!("\ndemo finished in {} ms", started.elapsed().as_millis()));
     Ok(())
 }
 
-fn step(n: u32, what: &str) {
-    outln!("\n[{n}] {what}");
+fn step(console: &dyn Console, n: u32, what: &str) {
+    console.out(&format!("\n[{n}] {what}"));
 }
 
-async fn demo(dir: &Path) -> Result<()> {
+async fn demo(dir: &Path, console: &dyn Console) -> Result<()> {
     let now = SystemTime::now();
     let consumer: NodeId = CONSUMER.parse()?;
     let provider: NodeId = PROVIDER.parse()?;
     let member: MemberId = CLIENT_MEMBER.parse()?;
 
-    step(1, "Instance CA for VN (Ed25519)");
+    step(console, 1, "Instance CA for VN (Ed25519)");
     let ca_key = PrivateKey::generate(KeyAlgorithm::Ed25519)?;
     let ca = CertificateAuthority::init(InstanceId::new("VN")?, &ca_key, Validity::days(3650), now)?;
     save(dir, "ca.crt.pem", ca.certificate())?;
 
-    step(2, "Node authentication certificates, issued from CSRs");
-    let consumer_tls = node_identity(&ca, &consumer, KeyAlgorithm::Ed25519, dir, "consumer")?;
-    let provider_tls = node_identity(&ca, &provider, KeyAlgorithm::EcdsaP256, dir, "provider")?;
+    step(console, 2, "Node authentication certificates, issued from CSRs");
+    let consumer_tls = node_identity(&ca, &consumer, KeyAlgorithm::Ed25519, dir, "consumer", console)?;
+    let provider_tls = node_identity(&ca, &provider, KeyAlgorithm::EcdsaP256, dir, "provider", console)?;
 
-    step(3, "Member signing certificate (RSA-PSS 3072), and a signed request");
+    step(console, 3, "Member signing certificate (RSA-PSS 3072), and a signed request");
     let member_key = PrivateKey::generate(KeyAlgorithm::RsaPss)?;
     let member_cert =
         ca.issue_member(&Csr::for_member(&member_key, &member)?, &member, Validity::days(365), now)?;
@@ -75,25 +78,28 @@ async fn demo(dir: &Path) -> Result<()> {
     let signature = member_key.sign(message)?;
     let public = member_cert.info()?.public_key;
     public.verify(message, &signature).map_err(|e| anyhow!("signature check failed: {e}"))?;
-    outln!("    signed {} bytes as {member}: signature verifies with the certificate", message.len());
+    console.out(&format!(
+        "    signed {} bytes as {member}: signature verifies with the certificate",
+        message.len()
+    ));
     let mut forged = message.to_vec();
     *forged.last_mut().expect("non-empty") ^= 1;
     if public.verify(&forged, &signature).is_ok() {
         bail!("an altered message verified");
     }
-    outln!("    the same signature over an altered message: refused");
+    console.out("    the same signature over an altered message: refused");
 
-    step(4, "Mutual TLS between the two registered nodes, pinned by fingerprint");
+    step(console, 4, "Mutual TLS between the two registered nodes, pinned by fingerprint");
     let registered = [(consumer.clone(), fp(&consumer_tls)), (provider.clone(), fp(&provider_tls))];
     let policy = Arc::new(TrustPolicy::new([ca.certificate()], registered)?);
     let ok = exchange(&provider_tls, &consumer_tls, &policy, &provider).await?;
-    outln!("    {ok}");
+    console.out(&format!("    {ok}"));
 
-    step(5, "A node with a valid certificate from the same CA, but not the registered one");
-    let rogue = node_identity(&ca, &consumer, KeyAlgorithm::Ed25519, dir, "rogue")?;
+    step(console, 5, "A node with a valid certificate from the same CA, but not the registered one");
+    let rogue = node_identity(&ca, &consumer, KeyAlgorithm::Ed25519, dir, "rogue", console)?;
     match exchange(&provider_tls, &rogue, &policy, &provider).await {
         Ok(_) => bail!("the provider accepted an unregistered certificate"),
-        Err(e) => outln!("    refused: {e}"),
+        Err(e) => console.out(&format!("    refused: {e}")),
     }
     Ok(())
 }
@@ -108,21 +114,19 @@ fn node_identity(
     alg: KeyAlgorithm,
     dir: &Path,
     name: &str,
+    console: &dyn Console,
 ) -> Result<TlsIdentity> {
     let key = PrivateKey::generate(alg)?;
     let csr = Csr::for_node(&key, node)?;
     let cert = ca.issue_node(&csr, node, Validity::days(365), SystemTime::now())?;
-    outln!("    {name:<9} {node}  {alg:<11} sha256 {}", cert.fingerprint());
+    console.out(&format!("    {name:<9} {node}  {alg:<11} sha256 {}", cert.fingerprint()));
     save(dir, &format!("{name}.crt.pem"), &cert)?;
     Ok(TlsIdentity { chain: vec![cert], key: Arc::new(key) })
 }
 
 fn save(dir: &Path, name: &str, cert: &Certificate) -> Result<()> {
     let path = dir.join(name);
-    if path.exists() {
-        std::fs::remove_file(&path).with_context(|| format!("replacing {}", path.display()))?;
-    }
-    files::write_new(&path, cert.to_pem().as_bytes(), false)
+    std::fs::write(&path, cert.to_pem()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// One request/response over a fresh mTLS connection on loopback. On refusal, the error names

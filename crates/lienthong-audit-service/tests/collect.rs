@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use lienthong_audit::collect::{Batch, CollectError, Collector, Trust};
 use lienthong_audit::sharing::sharing_report;
+use lienthong_audit_service::collect::{Batch, CollectError, Collector, Trust};
 use lienthong_globalconf::{ConfKey, GlobalConf, Member, MemberStatus, from_millis, key_id, to_millis};
 use lienthong_msglog::checkpoint::{Checkpoint, add_witness_signature, sign_checkpoint};
 use lienthong_msglog::merkle::{self, MemNodes, leaf_hash};

@@ -3,13 +3,20 @@
 //! API (sharing report against the agreements, coverage, drill-down, evidence bundles fetched
 //! from both nodes and verified against the anchor), its OpenAPI description and the dashboard.
 //!
-//! The global configuration comes in on a watch channel from a configuration client (the node's
-//! `ConfClient`, wired by the CLI): this crate does not fetch it, and nothing here trusts a node
-//! the verified configuration does not register.
+//! What it computes over the records (the sharing report, bundles, queries) is the audit library
+//! `lienthong-audit`, which the node links too; this crate adds the collector's store, the
+//! network (pulling nodes, serving auditors) and the service's settings. It never links the node.
+//!
+//! The global configuration comes in on a watch channel ([`ServiceSetup::conf`]); a standalone
+//! service runs its own `lienthong-confclient` client ([`Standalone`]), the same client the
+//! node runs, and nothing here trusts a node the verified configuration does not register.
 
 mod api;
+mod auditors;
+pub mod collect;
 pub mod config;
 mod pull;
+mod standalone;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,17 +24,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lienthong_globalconf::{Anchor, VerifiedConf};
-use lienthong_pki::{Fingerprint, PrivateKey};
+use lienthong_pki::PrivateKey;
 use lienthong_types::NodeId;
 use rustls::pki_types::CertificateDer;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 
-use crate::collect::Collector;
-
+pub use auditors::Auditors;
 pub use pull::{PullError, PullReport};
+pub use standalone::{
+    CERT_FILE, CONF_DIR, KEY_FILE, STORE_FILE, Standalone, StandaloneError, StandaloneSetup,
+};
+
+use crate::collect::Collector;
 
 /// The OpenAPI description of the JSON API, served at [`OPENAPI_PATH`].
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -53,52 +63,6 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials").field("chain", &self.chain.len()).finish_non_exhaustive()
-    }
-}
-
-/// Who may use the API: API keys (kept as SHA-256 digests) and client certificates presented
-/// over HTTPS, each with the auditor's name.
-#[derive(Debug, Clone, Default)]
-pub struct Auditors {
-    keys: Vec<([u8; 32], String)>,
-    certificates: HashMap<Fingerprint, String>,
-}
-
-impl Auditors {
-    /// Adds an API key by the hex SHA-256 of the key (what the configuration file holds).
-    pub fn add_key_digest(&mut self, name: &str, sha256_hex: &str) -> Result<(), String> {
-        let digest: [u8; 32] = hex::decode(sha256_hex.trim())
-            .ok()
-            .and_then(|d| d.try_into().ok())
-            .ok_or_else(|| format!("api key {name:?}: sha256 must be 64 hex digits"))?;
-        self.keys.push((digest, name.to_owned()));
-        Ok(())
-    }
-
-    pub fn add_certificate(&mut self, name: &str, fingerprint: Fingerprint) {
-        self.certificates.insert(fingerprint, name.to_owned());
-    }
-
-    /// The hex SHA-256 of an API key: what to put in the configuration for it.
-    pub fn key_digest(key: &str) -> String {
-        hex::encode(Sha256::digest(key.as_bytes()))
-    }
-
-    fn by_key(&self, key: &str) -> Option<&str> {
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        // Compared as digests, every entry, so timing says nothing about a near miss.
-        let mut found = None;
-        for (d, name) in &self.keys {
-            let same = d.iter().zip(digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-            if same {
-                found = Some(name.as_str());
-            }
-        }
-        found
-    }
-
-    fn by_certificate(&self, fp: &Fingerprint) -> Option<&str> {
-        self.certificates.get(fp).map(String::as_str)
     }
 }
 

@@ -14,11 +14,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use lienthong_globalconf::{Anchor, ConfError, ConfKey, sign, to_millis};
-use lienthong_node::{
+use lienthong_confclient::{
     CONF_FILE, Clock, ConfClient, ConfClientConfig, ConfClientError, ConfStatus, FetchFailure,
     LEARNED_KEYS_FILE, Refresh,
 };
+use lienthong_globalconf::{Anchor, ConfError, ConfKey, sign, to_millis};
 use lienthong_pki::{KeyAlgorithm, PrivateKey};
 use lienthong_proto::globalconf::v1 as pb;
 use lienthong_types::InstanceId;
@@ -635,12 +635,16 @@ async fn the_background_poller_publishes_and_stops_on_shutdown() {
     within(client.shutdown()).await;
     let polls = f.server.requests().len();
     f.server.set(simple(3, &f.key));
-    // Several poll intervals: a running poller would have asked again.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(f.server.requests().len(), polls);
+    // No waiting for a poll that does not come: every poll runs on the client's shared state
+    // (publisher, HTTP client, directory lock), and once `shutdown` returns nothing holds it any
+    // more. The publisher is gone (the channel is closed, with v2 the last value), so no poll can
+    // ever publish again...
+    assert!(within(updates.changed()).await.is_err(), "the poller still holds the publisher");
     assert_eq!(updates.borrow().as_ref().map(|c| c.conf.version), Some(2));
-    // The state directory is free again.
+    // ...the state directory is free again...
     drop(f.open());
+    // ...and no request was made after the shutdown.
+    assert_eq!(f.server.requests().len(), polls);
 }
 
 #[tokio::test]
