@@ -14,13 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lienthong_confclient::{Clock, ConfClient, ConfClientConfig};
 use lienthong_globalconf::{Anchor, FederationPartner, Freshness, GlobalConf, VerifiedConf};
 use lienthong_types::InstanceId;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-
-use lienthong_confclient::{Clock, ConfClient, ConfClientConfig};
 
 /// Appended to a partner's configuration URL: its registry serves the federation view there.
 pub const FEDERATION_SUFFIX: &str = "/federation";

@@ -34,6 +34,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hyper_util::rt::TokioIo;
+use lienthong_confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
 use lienthong_globalconf::{Anchor, sign_request, to_millis};
 use lienthong_pki::tls::{TlsIdentity, registry_client_config, registry_server_name};
 use lienthong_pki::{BodyKey, CertError, Certificate, Csr, Identity, KeyAlgorithm, KeyError, PrivateKey};
@@ -47,8 +48,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
-
-use lienthong_confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
 
 /// The registration state file, inside the node directory.
 pub const STATE_FILE: &str = "registration.toml";

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lienthong_confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
 use lienthong_globalconf::{GlobalConf, VerifiedConf, to_millis};
 use lienthong_msglog::witness::{Checkpointer, Witness};
 use lienthong_msglog::{CheckpointSigner, LogConfig, LogStore, MessageLog, SegmentStore};
@@ -40,7 +41,6 @@ use crate::refusal_limit::{Kind, Limits as RefusalLimits, RefusalLimiter, summar
 use crate::replay::ReplayGuard;
 use crate::state::{Backend, NodeState};
 use crate::witness::RegistryWitness;
-use lienthong_confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
 
 /// Why a node could not start. Nothing stays bound after an error.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
+use lienthong_confclient::Clock;
 use lienthong_exchange::{Reject, error_body};
 use lienthong_globalconf::{Freshness, VerifiedConf, to_millis};
 use lienthong_pki::Fingerprint;
@@ -25,7 +26,6 @@ use crate::home::NodeKeys;
 use crate::peer::PeerClient;
 use crate::refusal_limit::{Kind, RefusalLimiter, Summary};
 use crate::replay::ReplayGuard;
-use lienthong_confclient::Clock;
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
