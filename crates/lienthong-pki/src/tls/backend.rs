@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
 
-use super::verifier::{ChainCheck, ServerVerifier};
+use super::verifier::{ChainCheck, Presented, ServerVerifier};
 use super::{VERSIONS, crypto_provider};
 use crate::error::PeerRejected;
 
@@ -48,12 +48,7 @@ pub fn backend_client_config(
 struct AnyServerCert;
 
 impl ChainCheck for AnyServerCert {
-    fn check(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: SystemTime,
-    ) -> Result<(), PeerRejected> {
+    fn check(&self, _: Presented<'_>, _: SystemTime) -> Result<(), PeerRejected> {
         Ok(())
     }
 }

@@ -8,10 +8,11 @@ use std::time::SystemTime;
 use lienthong_types::InstanceId;
 use rustls::DistinguishedName;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use rustls::pki_types::{TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 
 use super::crypto_provider;
+use super::verifier::Presented;
 use crate::cert::{Certificate, Identity};
 use crate::error::{CertError, PeerRejected};
 
@@ -101,8 +102,7 @@ impl ApprovedCas {
     /// Checks the chain, validity and extended key usage for `role`; not the identity.
     pub(crate) fn verify_chain(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
+        Presented { end_entity, intermediates }: Presented<'_>,
         role: PeerRole,
         now: SystemTime,
     ) -> Result<Chained<'_>, PeerRejected> {

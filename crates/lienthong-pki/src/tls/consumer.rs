@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::verifier::{ChainCheck, ClientVerifier};
+use super::verifier::{ChainCheck, ClientVerifier, Presented};
 use super::{TlsIdentity, crypto_provider, key_der};
 use crate::error::PeerRejected;
 use crate::key::PrivateKey;
@@ -22,12 +22,7 @@ use crate::key::PrivateKey;
 struct PinnedAfterHandshake;
 
 impl ChainCheck for PinnedAfterHandshake {
-    fn check(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: SystemTime,
-    ) -> Result<(), PeerRejected> {
+    fn check(&self, _: Presented<'_>, _: SystemTime) -> Result<(), PeerRejected> {
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::chain::{ApprovedCas, PeerRole};
 use super::crypto_provider;
-use super::verifier::{ChainCheck, ServerVerifier};
+use super::verifier::{ChainCheck, Presented, ServerVerifier};
 use crate::cert::{Certificate, Identity};
 use crate::error::PeerRejected;
 use crate::key::PrivateKey;
@@ -50,13 +50,8 @@ struct NodeServer {
 }
 
 impl ChainCheck for NodeServer {
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: SystemTime,
-    ) -> Result<(), PeerRejected> {
-        let chained = self.cas.verify_chain(end_entity, intermediates, PeerRole::Server, now)?;
+    fn check(&self, chain: Presented<'_>, now: SystemTime) -> Result<(), PeerRejected> {
+        let chained = self.cas.verify_chain(chain, PeerRole::Server, now)?;
         // The node id takes the place of the host name.
         match chained.cert.and_then(|c| c.identity()) {
             Ok(Identity::Node(n)) if n == self.node => Ok(()),
@@ -109,16 +104,19 @@ mod tests {
             cas: ApprovedCas::new(std::iter::once(ca.certificate())).unwrap(),
             node: node.clone(),
         };
-        assert_eq!(v(&ca, &node).check(cert.der(), &[], now), Ok(()));
+        assert_eq!(v(&ca, &node).check(Presented::leaf(cert.der()), now), Ok(()));
         let other: NodeId = "VN/GOV/000.00.00.G02/ss-other".parse().unwrap();
-        assert!(matches!(v(&ca, &other).check(cert.der(), &[], now), Err(PeerRejected::WrongNode { .. })));
+        assert!(matches!(
+            v(&ca, &other).check(Presented::leaf(cert.der()), now),
+            Err(PeerRejected::WrongNode { .. })
+        ));
         let late = now + Duration::from_secs(2 * 86_400);
-        assert_eq!(v(&ca, &node).check(cert.der(), &[], late), Err(PeerRejected::Expired));
+        assert_eq!(v(&ca, &node).check(Presented::leaf(cert.der()), late), Err(PeerRejected::Expired));
         // Another CA of the same instance (same name, another key) is not the node's CA.
-        let r = v(&other_ca, &node).check(cert.der(), &[], now);
+        let r = v(&other_ca, &node).check(Presented::leaf(cert.der()), now);
         assert!(matches!(r, Err(PeerRejected::UnknownCa | PeerRejected::BadSignature)), "{r:?}");
         // A member signing certificate is not for TLS at all.
-        let r = v(&ca, &node).check(signing.unwrap().der(), &[], now);
+        let r = v(&ca, &node).check(Presented::leaf(signing.unwrap().der()), now);
         assert!(r.is_err(), "{r:?}");
     }
 }

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
 
 use super::chain::{ApprovedCas, PeerRole};
-use super::verifier::{ChainCheck, ClientVerifier, ServerVerifier};
+use super::verifier::{ChainCheck, ClientVerifier, Presented, ServerVerifier};
 use super::{TlsIdentity, VERSIONS, crypto_provider};
 use crate::cert::{Certificate, Fingerprint, Identity};
 use crate::error::{CertError, PeerRejected};
@@ -76,7 +76,7 @@ impl TrustPolicy {
     ) -> Result<PeerIdentity, PeerRejected> {
         let cert = self
             .cas
-            .verify_chain(end_entity, intermediates, role, now)?
+            .verify_chain(Presented { end_entity, intermediates }, role, now)?
             .cert
             .map_err(|_| PeerRejected::NotNodeCertificate)?;
         let presented = match cert.identity() {
@@ -114,14 +114,11 @@ struct PinnedPeer {
 }
 
 impl ChainCheck for PinnedPeer {
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: SystemTime,
-    ) -> Result<(), PeerRejected> {
+    fn check(&self, chain: Presented<'_>, now: SystemTime) -> Result<(), PeerRejected> {
         // The node id, pinned by fingerprint, is the identity; the TLS server name is not used.
-        self.policy.verify_peer(end_entity, intermediates, self.role, self.expected.as_ref(), now).map(|_| ())
+        self.policy
+            .verify_peer(chain.end_entity, chain.intermediates, self.role, self.expected.as_ref(), now)
+            .map(|_| ())
     }
 }
 

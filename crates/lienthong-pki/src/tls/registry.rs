@@ -9,7 +9,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
 
 use super::chain::{ApprovedCas, PeerRole};
-use super::verifier::{ChainCheck, ClientVerifier, ServerVerifier};
+use super::verifier::{ChainCheck, ClientVerifier, Presented, ServerVerifier};
 use super::{TlsIdentity, VERSIONS, crypto_provider};
 use crate::cert::{Certificate, Fingerprint, Identity};
 use crate::error::PeerRejected;
@@ -25,13 +25,8 @@ struct RegistryClients {
 }
 
 impl ChainCheck for RegistryClients {
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: SystemTime,
-    ) -> Result<(), PeerRejected> {
-        let chained = self.cas.verify_chain(end_entity, intermediates, PeerRole::Client, now)?;
+    fn check(&self, chain: Presented<'_>, now: SystemTime) -> Result<(), PeerRejected> {
+        let chained = self.cas.verify_chain(chain, PeerRole::Client, now)?;
         let identity = chained.cert.and_then(|c| c.identity()).map_err(|_| PeerRejected::NoIdentity)?;
         if !matches!(identity, Identity::Node(_) | Identity::Member(_) | Identity::Admin(_)) {
             return Err(PeerRejected::WrongRole { presented: identity.role(), expected: REGISTRY_CLIENTS });
@@ -52,13 +47,8 @@ struct RegistryServer {
 }
 
 impl ChainCheck for RegistryServer {
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: SystemTime,
-    ) -> Result<(), PeerRejected> {
-        let chained = self.cas.verify_chain(end_entity, intermediates, PeerRole::Server, now)?;
+    fn check(&self, chain: Presented<'_>, now: SystemTime) -> Result<(), PeerRejected> {
+        let chained = self.cas.verify_chain(chain, PeerRole::Server, now)?;
         let identity = chained.cert.and_then(|c| c.identity()).map_err(|_| PeerRejected::NoIdentity)?;
         let Identity::Registry(instance) = &identity else {
             return Err(PeerRejected::WrongRole {
@@ -159,14 +149,14 @@ mod tests {
         let registry = hn_ca.issue_registry(&Csr::for_registry(&key, &vn).unwrap(), v, now).unwrap();
         let server = RegistryServer { cas, instance: vn.clone() };
         assert_eq!(
-            server.check(registry.der(), &[], now),
+            server.check(Presented::leaf(registry.der()), now),
             Err(PeerRejected::ForeignCa { presented: Box::new(Identity::Registry(vn.clone())) })
         );
 
         let admin = hn_ca.issue_admin(&Csr::for_admin(&key, &vn, "An").unwrap(), v, now).unwrap();
         let client = RegistryClients { cas: server.cas };
         assert_eq!(
-            client.check(admin.der(), &[], now),
+            client.check(Presented::leaf(admin.der()), now),
             Err(PeerRejected::ForeignCa { presented: Box::new(Identity::Admin(vn)) })
         );
     }

@@ -16,14 +16,24 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherEr
 use super::crypto_provider;
 use crate::error::PeerRejected;
 
+/// The chain a peer presented: its certificate and the intermediates it sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Presented<'c> {
+    pub(crate) end_entity: &'c CertificateDer<'c>,
+    pub(crate) intermediates: &'c [CertificateDer<'c>],
+}
+
+impl<'c> Presented<'c> {
+    /// A certificate sent without intermediates.
+    #[cfg(test)]
+    pub(crate) fn leaf(end_entity: &'c CertificateDer<'c>) -> Self {
+        Self { end_entity, intermediates: &[] }
+    }
+}
+
 /// Which presented chains a trust relationship accepts, at time `now`.
 pub(crate) trait ChainCheck: fmt::Debug + Send + Sync + 'static {
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: SystemTime,
-    ) -> Result<(), PeerRejected>;
+    fn check(&self, chain: Presented<'_>, now: SystemTime) -> Result<(), PeerRejected>;
 }
 
 /// Turns a rejection into a rustls error that still carries it, so the node can log the cause.
@@ -90,7 +100,7 @@ impl<C: ChainCheck> ServerCertVerifier for ServerVerifier<C> {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.check
-            .check(end_entity, intermediates, unix_to_system(now))
+            .check(Presented { end_entity, intermediates }, unix_to_system(now))
             .map(|()| ServerCertVerified::assertion())
             .map_err(to_rustls)
     }
@@ -135,7 +145,7 @@ impl<C: ChainCheck> ClientCertVerifier for ClientVerifier<C> {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.check
-            .check(end_entity, intermediates, unix_to_system(now))
+            .check(Presented { end_entity, intermediates }, unix_to_system(now))
             .map(|()| ClientCertVerified::assertion())
             .map_err(to_rustls)
     }
