@@ -371,3 +371,187 @@ fn proto_packages_are_versioned_by_path() {
         assert!(text.lines().any(|l| l.trim() == expected), "{} must declare `{expected}`", file.display());
     }
 }
+
+/// A module of one crate, by its path from the crate root (`[]` for `lib.rs`/`main.rs`).
+type ModPath = Vec<String>;
+
+/// The source files of one crate (a library, or a binary under `src/bin/<name>/`), below `base`.
+struct CrateSources {
+    name: String,
+    base: PathBuf,
+    files: Vec<(PathBuf, String)>,
+}
+
+/// The module a source file is, from its path below a crate's source root.
+fn module_of(rel: &Path) -> ModPath {
+    let mut parts: Vec<String> = rel.iter().map(|p| p.to_str().unwrap().to_owned()).collect();
+    let file = parts.pop().unwrap();
+    let stem = file.trim_end_matches(".rs");
+    if !matches!(stem, "mod" | "lib" | "main") {
+        parts.push(stem.to_owned());
+    }
+    parts
+}
+
+/// Every path a `crate::`/`super::` reference names in `code`, as segments from the crate root
+/// (`use` trees with braces expanded). `module` is the file's module, for `super::`.
+fn referenced_paths(code: &str, module: &[String]) -> Vec<ModPath> {
+    fn ident(s: &str) -> usize {
+        s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len())
+    }
+    /// Parses a use tree at the start of `s` below `prefix`; returns the paths and the rest.
+    fn tree<'a>(mut s: &'a str, prefix: &ModPath, out: &mut Vec<ModPath>) -> &'a str {
+        let mut path = prefix.clone();
+        loop {
+            s = s.trim_start();
+            if let Some(rest) = s.strip_prefix('{') {
+                s = rest;
+                loop {
+                    s = tree(s, &path, out).trim_start();
+                    match s.chars().next() {
+                        Some(',') => s = &s[1..],
+                        Some('}') => return &s[1..],
+                        _ => return s,
+                    }
+                    if s.trim_start().starts_with('}') {
+                        return &s.trim_start()[1..];
+                    }
+                }
+            }
+            let n = ident(s);
+            if n == 0 {
+                out.push(path);
+                return s;
+            }
+            path.push(s[..n].to_owned());
+            s = &s[n..];
+            match s.strip_prefix("::") {
+                Some(rest) => s = rest,
+                None => {
+                    out.push(path);
+                    return s;
+                }
+            }
+        }
+    }
+    // `super` of a `mod.rs` is its directory's parent; of `a/b.rs`, the module `a`.
+    let parent: ModPath = module[..module.len().saturating_sub(1)].to_vec();
+    let mut out = Vec::new();
+    for (start, base) in [("crate::", ModPath::new()), ("super::", parent)] {
+        let mut rest = code;
+        while let Some(at) = rest.find(start) {
+            let before = rest[..at].chars().next_back();
+            rest = &rest[at + start.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            tree(rest, &base, &mut out);
+        }
+    }
+    out
+}
+
+/// No two files of a crate import each other, directly or around a longer loop: a file is a
+/// job another file builds on, not a partner it has to be read with. Counted are `crate::` and
+/// `super::` paths in a file's own code (its `#[cfg(test)]` module aside), each resolved to the
+/// file of the longest module prefix it names. The crate root (`lib.rs`, `main.rs`) only
+/// re-exports, so a path through it is no edge; nor is a `mod.rs` re-exporting its children.
+#[test]
+fn no_file_level_import_cycles() {
+    // Crates whose cycles another change of issue 15 removes (the node's split into consumer,
+    // provider, peer and enrollment modules); an entry here is a debt, not a licence.
+    let pending: &[&str] = &["lienthong-node"];
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let krate = entry.unwrap().path();
+        let name = krate.file_name().unwrap().to_str().unwrap().to_owned();
+        let src = krate.join("src");
+        // Each binary under `src/bin/<name>/` is a crate of its own.
+        let mut units: Vec<CrateSources> = Vec::new();
+        let mut main: Vec<(PathBuf, String)> = Vec::new();
+        for (path, text) in rust_files(&src) {
+            let rel = path.strip_prefix(&src).unwrap().to_path_buf();
+            if rel.starts_with("bin") {
+                let bin = rel.iter().nth(1).unwrap().to_str().unwrap().trim_end_matches(".rs").to_owned();
+                let unit = format!("{name} (bin {bin})");
+                let base = src.join("bin").join(&bin);
+                match units.iter_mut().find(|u| u.name == unit) {
+                    Some(u) => u.files.push((path, text)),
+                    None => units.push(CrateSources { name: unit, base, files: vec![(path, text)] }),
+                }
+            } else {
+                main.push((path, text));
+            }
+        }
+        units.push(CrateSources { name, base: src.clone(), files: main });
+        for CrateSources { name: unit, base, files } in units {
+            let modules: BTreeMap<ModPath, String> = files
+                .iter()
+                .map(|(p, _)| {
+                    let rel = p.strip_prefix(&base).unwrap_or(p.strip_prefix(&src).unwrap());
+                    (module_of(rel), module_of(rel).join("::"))
+                })
+                .collect();
+            let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (path, text) in &files {
+                let rel = path.strip_prefix(&base).unwrap_or(path.strip_prefix(&src).unwrap());
+                let module = module_of(rel);
+                let own = text.split("#[cfg(test)]").next().unwrap();
+                let code: String =
+                    own.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join("\n");
+                for target in referenced_paths(&code, &module) {
+                    let hit =
+                        (0..=target.len()).rev().map(|n| &target[..n]).find(|p| modules.contains_key(*p));
+                    if let Some(hit) = hit
+                        && !hit.is_empty()
+                        && hit != module.as_slice()
+                    {
+                        edges.entry(module.join("::")).or_default().insert(hit.join("::"));
+                    }
+                }
+            }
+            // A cycle is an edge back to a module that reaches this one.
+            for (from, tos) in &edges {
+                for to in tos {
+                    let mut seen = BTreeSet::new();
+                    let mut stack = vec![(to.clone(), vec![from.clone(), to.clone()])];
+                    while let Some((at, trail)) = stack.pop() {
+                        if at == *from {
+                            let cycle = format!("{unit}: {}", trail.join(" -> "));
+                            // Report each cycle once, from its smallest module.
+                            if trail.iter().min() == Some(from) && !found.contains(&cycle) {
+                                found.push(cycle);
+                            }
+                            continue;
+                        }
+                        if !seen.insert(at.clone()) {
+                            continue;
+                        }
+                        for next in edges.get(&at).into_iter().flatten() {
+                            let mut t = trail.clone();
+                            t.push(next.clone());
+                            stack.push((next.clone(), t));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let unexpected: Vec<&String> =
+        found.iter().filter(|c| !pending.iter().any(|k| c.starts_with(&format!("{k}:")))).collect();
+    assert!(
+        unexpected.is_empty(),
+        "files that import each other (split out what both need):\n{unexpected:#?}"
+    );
+}
+
+/// The reference reader of [`no_file_level_import_cycles`] sees through `use` trees and `super`.
+#[test]
+fn import_references_are_read_through_use_trees() {
+    let code = "use crate::{a::{b, c::D}, e};\nuse super::f::G;\nlet x = crate::h::i();\nmod t { pub(crate) fn j() {} }";
+    let module: ModPath = vec!["m".into(), "n".into()];
+    let found: BTreeSet<String> = referenced_paths(code, &module).iter().map(|p| p.join("::")).collect();
+    let expected: BTreeSet<String> =
+        ["a::b", "a::c::D", "e", "m::f::G", "h::i"].into_iter().map(str::to_owned).collect();
+    assert_eq!(found, expected);
+}

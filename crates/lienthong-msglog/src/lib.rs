@@ -15,6 +15,7 @@ pub mod checkpoint;
 mod error;
 mod log;
 pub mod merkle;
+mod open;
 pub mod record;
 pub mod retention;
 pub mod segment;
@@ -23,11 +24,12 @@ pub mod verify;
 pub mod witness;
 
 pub use archive::{ARCHIVE_FORMAT, ArchiveReport, ExportError, export, verify_archive, verify_archive_bytes};
-pub use error::LogError;
+pub use error::{LogError, StorageError};
 pub use log::{
     Appended, CheckpointSigner, Failing, Head, LogConfig, LogHealth, MessageLog, RETRY_FIRST, RETRY_MAX,
 };
+pub use open::open_existing;
 pub use record::{BodyPolicy, Entry};
 pub use segment::{SegmentConfig, SegmentStore};
-pub use store::{LOG_FILE, LogStore, MemStore, RedbStore, open_existing};
+pub use store::{LOG_FILE, LogStore, MemStore, RedbStore};
 pub use verify::{Report, VerifyError, WitnessKey, verify_store};

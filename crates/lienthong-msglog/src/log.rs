@@ -20,7 +20,7 @@ use lienthong_proto::msglog::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::{Checkpoint, sign_checkpoint};
-use crate::error::LogError;
+use crate::error::{LogError, StorageError};
 use crate::merkle::{self, Frontier, Hash};
 use crate::record::Entry;
 use crate::store::{LogStore, StoreNodes};
@@ -133,7 +133,7 @@ impl MessageLog {
             && let Some(bytes) = store.record(size - 1)?
             && Some(merkle::leaf_hash(&bytes)) != store.node(0, size - 1)?
         {
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "record {} does not match its leaf hash: the log is damaged; run `lienthong log verify`",
                 size - 1
             )));
@@ -149,7 +149,7 @@ impl MessageLog {
         let writer = std::thread::Builder::new()
             .name("msglog-writer".into())
             .spawn(move || write_loop(&writer_shared, frontier, queue, max_batch))
-            .map_err(LogError::storage)?;
+            .map_err(|e| LogError::storage("starting the log writer thread", e))?;
         Ok(Self { shared, jobs: Some(jobs), writer: Some(writer) })
     }
 
@@ -260,6 +260,17 @@ struct Outage {
     started: Instant,
     next_repair: Instant,
     wait: Duration,
+    /// The latest failure (of the write, then of each repair): what appenders hear meanwhile.
+    cause: StorageError,
+}
+
+/// The storage error every appender hears while the store is failing: the store's own when it
+/// is one, else the whole error as its source.
+fn as_storage(e: LogError) -> StorageError {
+    match e {
+        LogError::Storage(s) => s,
+        other => StorageError::caused("", other),
+    }
 }
 
 fn write_loop(shared: &Shared, mut frontier: Frontier, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
@@ -293,11 +304,11 @@ fn write_loop(shared: &Shared, mut frontier: Frontier, mut queue: mpsc::Receiver
         if outage.as_ref().is_some_and(|o| Instant::now() >= o.next_repair) {
             try_repair(shared, &mut outage);
         }
-        if outage.is_some() {
+        if let Some(o) = &outage {
             // Refused at once: the store has not been repaired yet.
-            let message = shared.health().failing.as_ref().map_or_else(String::new, |f| f.error.clone());
+            let cause = o.cause.clone();
             for job in batch.drain(..) {
-                let _ = job.reply.send(Err(LogError::Storage(message.clone())));
+                let _ = job.reply.send(Err(LogError::Storage(cause.clone())));
             }
             continue;
         }
@@ -329,13 +340,15 @@ fn write_loop(shared: &Shared, mut frontier: Frontier, mut queue: mpsc::Receiver
                     let mut health = shared.health();
                     health.failures += 1;
                     health.failing =
-                        Some(Failing { since: SystemTime::now(), error: message.clone(), repairs_tried: 0 });
+                        Some(Failing { since: SystemTime::now(), error: message, repairs_tried: 0 });
                 }
                 let now = Instant::now();
-                outage = Some(Outage { started: now, next_repair: now + RETRY_FIRST, wait: RETRY_FIRST });
+                let cause = as_storage(e);
                 for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(LogError::Storage(message.clone())));
+                    let _ = job.reply.send(Err(LogError::Storage(cause.clone())));
                 }
+                outage =
+                    Some(Outage { started: now, next_repair: now + RETRY_FIRST, wait: RETRY_FIRST, cause });
             }
         }
     }
@@ -391,7 +404,9 @@ fn try_repair(shared: &Shared, outage: &mut Option<Outage>) {
                 f.repairs_tried += 1;
                 f.error = e.to_string();
             }
+            drop(health);
             tracing::debug!(error = %e, retry_in_ms = o.wait.as_millis() as u64, "message log still not writable");
+            o.cause = as_storage(e);
         }
     }
 }

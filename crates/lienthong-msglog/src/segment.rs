@@ -131,12 +131,12 @@ impl Default for SegmentConfig {
 /// See [`SegmentConfig::index_cache_bytes`]; measured in `docs/performance.md`.
 pub const DEFAULT_INDEX_CACHE: usize = 16 << 20;
 
-fn st<E: std::fmt::Display>(e: E) -> LogError {
-    LogError::storage(e)
+fn st<E: std::error::Error + Send + Sync + 'static>(e: E) -> LogError {
+    LogError::storage("", e)
 }
 
 fn io(path: &Path, e: std::io::Error) -> LogError {
-    LogError::Storage(format!("{}: {e}", path.display()))
+    LogError::storage(path.display().to_string(), e)
 }
 
 fn segment_name(first: u64) -> String {
@@ -153,17 +153,17 @@ fn encode_frame(out: &mut Vec<u8>, e: &Entry) -> Result<u32, LogError> {
     out.extend_from_slice(&[0; HEADER]);
     out.extend_from_slice(&e.logged_at_ms.to_le_bytes());
     for key in [&e.message_id, &e.client, &e.service] {
-        let len = u32::try_from(key.len()).map_err(|_| LogError::Storage("index key too long".into()))?;
+        let len = u32::try_from(key.len()).map_err(|_| LogError::store_failed("index key too long"))?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(key.as_bytes());
     }
     out.extend_from_slice(&e.bytes);
     let body_len = u32::try_from(out.len() - start - HEADER)
-        .map_err(|_| LogError::Storage("record too large for a segment frame".into()))?;
+        .map_err(|_| LogError::store_failed("record too large for a segment frame"))?;
     let crc = crc32fast::hash(&out[start + HEADER..]);
     out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
-    u32::try_from(out.len() - start).map_err(|_| LogError::Storage("record too large".into()))
+    u32::try_from(out.len() - start).map_err(|_| LogError::store_failed("record too large"))
 }
 
 /// Splits a frame body into its entry (keys and record bytes); `None` if malformed.
@@ -226,7 +226,7 @@ fn index_batch(
         let mut next = offset;
         for &(s, at, len) in locations {
             if s != segment || at != next {
-                return Err(LogError::Storage("a batch's frames must be consecutive in one segment".into()));
+                return Err(LogError::store_failed("a batch's frames must be consecutive in one segment"));
             }
             run.extend_from_slice(&len.to_le_bytes());
             next += u64::from(len);
@@ -315,7 +315,7 @@ fn read_node(db: &Database, level: u8, index: u64) -> Result<Option<Hash>, LogEr
     v.map(|v| {
         v.value()
             .try_into()
-            .map_err(|_| LogError::Storage(format!("node ({level}, {index}) is not 32 bytes")))
+            .map_err(|_| LogError::store_failed(format!("node ({level}, {index}) is not 32 bytes")))
     })
     .transpose()
 }
@@ -363,7 +363,7 @@ impl Syncer {
         self.jobs
             .as_ref()
             .and_then(|jobs| jobs.send((job, reply)).ok())
-            .ok_or_else(|| LogError::Storage("the segment sync thread is gone".into()))?;
+            .ok_or_else(|| LogError::store_failed("the segment sync thread is gone"))?;
         Ok(done)
     }
 }
@@ -524,7 +524,7 @@ impl SegmentStore {
     fn index(&self) -> Result<Index<'_>, LogError> {
         let guard = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.is_none() {
-            return Err(LogError::Storage("the message log's index is being reopened".into()));
+            return Err(LogError::store_failed("the message log's index is being reopened"));
         }
         Ok(Index(guard))
     }
@@ -569,7 +569,7 @@ impl SegmentStore {
         let mut files = list_segments(&self.segments)?;
         let position = recover(&db, &self.segments, &mut files, durable)?;
         if position.size != w.position.size {
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "the reopened index covers {} records, but {} were acknowledged",
                 position.size, w.position.size
             )));
@@ -612,8 +612,8 @@ impl SegmentStore {
     }
 }
 
-fn io_redb(path: &Path, e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(format!("{}: {e}", path.display()))
+fn io_redb(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> LogError {
+    LogError::storage(path.display().to_string(), e)
 }
 
 /// Opens (or creates) the index of the store in `dir`, with every table.
@@ -660,7 +660,7 @@ fn recover(
 ) -> Result<Position, LogError> {
     let Some((&first_segment, _)) = files.first_key_value() else {
         if durable.size > 0 {
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "{}: no segment files, but the index holds {} records",
                 segments.display(),
                 durable.size
@@ -670,7 +670,7 @@ fn recover(
     };
     let start_segment = if durable.size == 0 {
         if first_segment != 0 {
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "{}: the index is empty but the first segment starts at record {first_segment} \
                  (earlier segments were pruned): the tree cannot be rebuilt",
                 segments.display()
@@ -679,7 +679,7 @@ fn recover(
         0
     } else {
         if !files.contains_key(&durable.end_segment) {
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "{}: segment {} holding record {} is missing",
                 segments.display(),
                 segment_name(durable.end_segment),
@@ -697,7 +697,7 @@ fn recover(
     for (i, (first, path)) in later.iter().enumerate() {
         let from = if *first == start_segment && durable.size > 0 { durable.end_offset } else { 0 };
         if *first != start_segment && *first != position.size {
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "{}: segment starts at record {first}, but the previous one ends at {}",
                 path.display(),
                 position.size
@@ -705,7 +705,7 @@ fn recover(
         }
         let data = std::fs::read(path).map_err(|e| io(path, e))?;
         let Some(tail) = usize::try_from(from).ok().and_then(|f| data.get(f..)) else {
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "{}: {} bytes, but the index says acknowledged records end at {from}",
                 path.display(),
                 data.len()
@@ -807,10 +807,13 @@ impl LogStore for SegmentStore {
     fn append(&self, first: u64, entries: &[Entry], nodes: &[(u8, u64, Hash)]) -> Result<(), LogError> {
         let mut w = self.lock();
         if let Some(why) = &w.poisoned {
-            return Err(LogError::Storage(format!("{why}; waiting for a repair")));
+            return Err(LogError::store_failed(format!("{why}; waiting for a repair")));
         }
         if first != w.position.size {
-            return Err(LogError::Storage(format!("append at {first} but the log has {}", w.position.size)));
+            return Err(LogError::store_failed(format!(
+                "append at {first} but the log has {}",
+                w.position.size
+            )));
         }
         if !entries.is_empty() && w.active_len >= self.config.segment_bytes {
             self.rotate(&mut w, first)?;
@@ -866,7 +869,7 @@ impl LogStore for SegmentStore {
                 if let Ok(tx) = indexed {
                     let _ = tx.abort();
                 }
-                Err(LogError::Storage(format!("segment {}: {e}", segment_name(w.active_first))))
+                Err(LogError::storage(format!("segment {}", segment_name(w.active_first)), e))
             }
             (Ok(()), Err(e)) => Err(e),
         };
@@ -905,8 +908,9 @@ impl LogStore for SegmentStore {
             let tx = db.begin_read().map_err(st)?;
             let t = tx.open_table(LOCATIONS).map_err(st)?;
             let run = t.range(..=index).map_err(st)?.next_back().transpose().map_err(st)?;
-            run.and_then(|(first, run)| locate(run.value(), index - first.value()))
-                .ok_or_else(|| LogError::Storage(format!("record {index} has no location in the index")))?
+            run.and_then(|(first, run)| locate(run.value(), index - first.value())).ok_or_else(|| {
+                LogError::store_failed(format!("record {index} has no location in the index"))
+            })?
         };
         let file =
             self.readers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&segment).cloned();
@@ -915,20 +919,20 @@ impl LogStore for SegmentStore {
             if index < self.pruned_before.load(Ordering::Acquire) {
                 return Ok(None);
             }
-            return Err(LogError::Storage(format!(
+            return Err(LogError::store_failed(format!(
                 "record {index}: segment {} is missing",
                 segment_name(segment)
             )));
         };
         let mut frame = vec![0u8; len as usize];
         file.read_exact_at(&mut frame, offset).map_err(|e| {
-            LogError::Storage(format!("record {index} (segment {}): {e}", segment_name(segment)))
+            LogError::storage(format!("record {index} (segment {})", segment_name(segment)), e)
         })?;
         let entry = next_frame(&frame)
             .filter(|body| body.len() + HEADER == frame.len())
             .and_then(decode_body)
             .ok_or_else(|| {
-                LogError::Storage(format!(
+                LogError::store_failed(format!(
                     "record {index} (segment {}, offset {offset}) fails its CRC: the log is damaged",
                     segment_name(segment)
                 ))

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use lienthong_proto::msglog::v1 as pb;
 use prost::Message;
@@ -104,7 +104,10 @@ impl LogStore for MemStore {
     fn append(&self, first: u64, entries: &[Entry], nodes: &[(u8, u64, Hash)]) -> Result<(), LogError> {
         let mut m = self.lock();
         if first != m.records.len() as u64 {
-            return Err(LogError::Storage(format!("append at {first} but the log has {}", m.records.len())));
+            return Err(LogError::store_failed(format!(
+                "append at {first} but the log has {}",
+                m.records.len()
+            )));
         }
         for (i, e) in entries.iter().enumerate() {
             let index = first + i as u64;
@@ -213,8 +216,8 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
-fn st<E: std::fmt::Display>(e: E) -> LogError {
-    LogError::storage(e)
+fn st<E: std::error::Error + Send + Sync + 'static>(e: E) -> LogError {
+    LogError::storage("", e)
 }
 
 /// Checkpoints and signer certificates are kept the same way by both redb-backed stores.
@@ -259,13 +262,13 @@ pub const LOG_FILE: &str = "msglog.redb";
 impl RedbStore {
     /// Opens or creates the log in directory `dir` (file [`LOG_FILE`]).
     pub fn open_dir(dir: &Path) -> Result<Self, LogError> {
-        std::fs::create_dir_all(dir).map_err(|e| LogError::Storage(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| LogError::storage(dir.display().to_string(), e))?;
         Self::open(&dir.join(LOG_FILE))
     }
 
     /// Opens or creates the log file at `path`.
     pub fn open(path: &Path) -> Result<Self, LogError> {
-        let db = Database::create(path).map_err(|e| LogError::Storage(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| LogError::storage(path.display().to_string(), e))?;
         let tx = db.begin_write().map_err(st)?;
         {
             tx.open_table(META).map_err(st)?;
@@ -311,7 +314,7 @@ impl LogStore for RedbStore {
             let mut meta = tx.open_table(META).map_err(st)?;
             let size = meta.get(SIZE).map_err(st)?.map_or(0, |v| v.value());
             if size != first {
-                return Err(LogError::Storage(format!("append at {first} but the log has {size}")));
+                return Err(LogError::store_failed(format!("append at {first} but the log has {size}")));
             }
             let mut records = tx.open_table(RECORDS).map_err(st)?;
             let mut time = tx.open_table(BY_TIME).map_err(st)?;
@@ -352,7 +355,7 @@ impl LogStore for RedbStore {
         v.map(|v| {
             v.value()
                 .try_into()
-                .map_err(|_| LogError::Storage(format!("node ({level}, {index}) is not 32 bytes")))
+                .map_err(|_| LogError::store_failed(format!("node ({level}, {index}) is not 32 bytes")))
         })
         .transpose()
     }
@@ -417,27 +420,5 @@ impl LogStore for RedbStore {
         };
         tx.commit().map_err(st)?;
         Ok(dropped)
-    }
-}
-
-/// Opens the durable log a directory already holds: a [`SegmentStore`](crate::SegmentStore)
-/// (a `segments` directory) or a [`RedbStore`] ([`LOG_FILE`]). Refuses a directory with neither
-/// (or, ambiguously, both) and creates nothing there.
-pub fn open_existing(dir: &Path) -> Result<Arc<dyn LogStore>, LogError> {
-    let segments = dir.join(crate::segment::SEGMENTS_DIR).is_dir();
-    let redb = dir.join(LOG_FILE).is_file();
-    match (segments, redb) {
-        (true, false) => Ok(Arc::new(crate::SegmentStore::open_dir(dir)?)),
-        (false, true) => Ok(Arc::new(RedbStore::open_dir(dir)?)),
-        (true, true) => Err(LogError::Storage(format!(
-            "{}: holds both a segment log ({}) and a redb log ({LOG_FILE}); move one away",
-            dir.display(),
-            crate::segment::SEGMENTS_DIR
-        ))),
-        (false, false) => Err(LogError::Storage(format!(
-            "{}: no message log here (neither {}/ nor {LOG_FILE})",
-            dir.display(),
-            crate::segment::SEGMENTS_DIR
-        ))),
     }
 }

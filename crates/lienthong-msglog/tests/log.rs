@@ -448,7 +448,7 @@ fn open_refuses_a_tail_that_does_not_match_its_leaf_hash() {
         )
         .unwrap();
     match MessageLog::open(store, LogConfig::default()) {
-        Err(LogError::Storage(msg)) => assert!(msg.contains("record 1"), "{msg}"),
+        Err(LogError::Storage(msg)) => assert!(msg.to_string().contains("record 1"), "{msg}"),
         other => panic!("opened a damaged log: {other:?}"),
     }
 }
@@ -557,7 +557,7 @@ async fn failed_store_write_fails_every_record_of_the_batch_and_the_log_recovers
     release.send(()).unwrap();
 
     let err = first.await.unwrap().unwrap_err();
-    assert!(matches!(err, LogError::Storage(ref m) if m.contains("No space left")), "{err:?}");
+    assert!(matches!(err, LogError::Storage(ref m) if m.to_string().contains("No space left")), "{err:?}");
     for fut in queued {
         let err = fut.await.unwrap_err();
         assert!(matches!(err, LogError::Storage(_)), "{err:?}");

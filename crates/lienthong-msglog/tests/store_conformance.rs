@@ -511,7 +511,7 @@ fn segment_damaged_record_is_an_error_naming_it() {
     bytes[second] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
     match store.record(1) {
-        Err(LogError::Storage(m)) => assert!(m.contains("record 1"), "{m}"),
+        Err(LogError::Storage(m)) => assert!(m.to_string().contains("record 1"), "{m}"),
         other => panic!("{other:?}"),
     }
     assert!(store.record(0).unwrap().is_some());
@@ -589,4 +589,22 @@ fn open_existing_picks_the_store_and_creates_nothing() {
     assert!(lienthong_msglog::open_existing(&dir.path().join("missing")).is_err());
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing created");
     assert!(!dir.path().join("missing").exists());
+}
+
+/// A store that cannot create its files says where, and keeps the `io::Error` beneath (for its
+/// kind, say): the message is not the only trace of the cause.
+#[test]
+fn a_storage_failure_keeps_the_io_error_as_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let inside = file.join("log");
+    for err in [RedbStore::open_dir(&inside).unwrap_err(), SegmentStore::open_dir(&inside).unwrap_err()] {
+        assert!(matches!(err, LogError::Storage(_)), "{err:?}");
+        assert!(err.to_string().contains("a-file"), "{err}");
+        let io = std::error::Error::source(&err)
+            .and_then(std::error::Error::source)
+            .and_then(|e| e.downcast_ref::<std::io::Error>());
+        assert!(io.is_some(), "no io::Error beneath {err:?}");
+    }
 }

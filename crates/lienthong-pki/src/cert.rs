@@ -191,6 +191,12 @@ impl CertInfo {
 
 const PEM_CERT: &str = "CERTIFICATE";
 
+/// The DER of every certificate in a PEM bundle, in order, without requiring a Lienthong
+/// identity: roots of an ordinary web PKI (a backend's CA). At least one is required.
+pub fn certificates_from_pem(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
+    crate::pem::decode_every(pem, PEM_CERT, CertError::Malformed)
+}
+
 impl Certificate {
     /// Wraps DER bytes after checking they parse as a certificate with a Lienthong identity.
     pub fn from_der(der: Vec<u8>) -> Result<Self, CertError> {
@@ -201,6 +207,15 @@ impl Certificate {
 
     pub fn from_pem(pem: &str) -> Result<Self, CertError> {
         Self::from_der(crate::pem::decode_labelled(pem, PEM_CERT, CertError::Malformed)?)
+    }
+
+    /// Every certificate in a PEM file, in order (a chain: leaf first); other documents, such
+    /// as a key kept in the same file, are skipped. At least one is required.
+    pub fn chain_from_pem(pem: &str) -> Result<Vec<Self>, CertError> {
+        crate::pem::decode_every(pem, PEM_CERT, CertError::Malformed)?
+            .into_iter()
+            .map(Self::from_der)
+            .collect()
     }
 
     pub fn to_pem(&self) -> String {

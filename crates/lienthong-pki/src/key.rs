@@ -7,7 +7,6 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use pkcs8::der::Decode;
-use pkcs8::der::pem::LineEnding;
 use pkcs8::pkcs5::{pbes2, scrypt};
 use zeroize::Zeroizing;
 
@@ -215,8 +214,7 @@ impl PrivateKey {
         let params = pbes2::Parameters::scrypt_aes256cbc(kdf, &salt, &iv).map_err(|e| encryption(&e))?;
         let info = pkcs8::PrivateKeyInfo::from_der(&self.pkcs8).map_err(|e| encryption(&e))?;
         let doc = info.encrypt_with_params(params, passphrase).map_err(|e| encryption(&e))?;
-        let pem = doc.to_pem(PEM_ENCRYPTED, LineEnding::LF).map_err(|e| encryption(&e))?;
-        Ok(Zeroizing::new(pem.to_string()))
+        Ok(Zeroizing::new(crate::pem::encode(PEM_ENCRYPTED, doc.as_bytes())))
     }
 
     pub fn algorithm(&self) -> KeyAlgorithm {

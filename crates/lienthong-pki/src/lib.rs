@@ -6,16 +6,16 @@
 
 mod ca;
 mod cert;
-pub mod consumer_tls;
 mod error;
-pub mod is_client_tls;
 mod key;
 mod pem;
 mod seal;
 pub mod tls;
 
 pub use ca::{CertificateAuthority, Csr, Validity};
-pub use cert::{BadFingerprint, CertInfo, Certificate, Fingerprint, Identity};
+pub use cert::{BadFingerprint, CertInfo, Certificate, Fingerprint, Identity, certificates_from_pem};
 pub use error::{CertError, KeyError, PeerRejected, SignatureError};
 pub use key::{KeyAlgorithm, PrivateKey, PublicKey};
 pub use seal::{BODY_KEY_LEN, BodyKey, SealError};
+/// The information-system side of TLS, under the paths callers have always used.
+pub use tls::{consumer as consumer_tls, is_client as is_client_tls};

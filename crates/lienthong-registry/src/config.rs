@@ -9,6 +9,7 @@ use lienthong_types::InstanceId;
 use serde::Deserialize;
 
 use crate::registry::{AutoApprove, Settings};
+use crate::routes::CONF_PATH;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -132,10 +133,7 @@ impl RegistryConfig {
         Settings {
             instance: self.instance.clone(),
             conf_validity: Duration::from_secs(self.globalconf.validity_secs),
-            conf_urls: or_default(
-                &self.http.public_urls,
-                format!("http://{http}{}", crate::server::CONF_PATH),
-            ),
+            conf_urls: or_default(&self.http.public_urls, format!("http://{http}{CONF_PATH}")),
             registry_urls: or_default(&self.grpc.public_urls, format!("https://{grpc}")),
             auto_approve: self.auto_approve,
             cert_validity: Validity::days(self.certificates.validity_days),

@@ -14,6 +14,15 @@ pub enum RegistryError {
     Duplicate(String),
     #[error("not allowed in the current state: {0}")]
     Conflict(String),
+    /// A file of the registry's own directory could not be read, parsed or written (`init`,
+    /// start-up): only the operator sees it, so it names the file and keeps the cause.
+    #[error("{action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Storage or key failure; the detail goes to the log, not to the caller.
     #[error("internal registry error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -28,6 +37,7 @@ impl RegistryError {
             RegistryError::NotFound(_) => "not_found",
             RegistryError::Duplicate(_) => "duplicate",
             RegistryError::Conflict(_) => "conflict",
+            RegistryError::File { .. } => "file",
             RegistryError::Internal(_) => "internal",
         }
     }
@@ -68,8 +78,10 @@ impl From<lienthong_proto::ProtoError> for RegistryError {
 
 impl From<RegistryError> for tonic::Status {
     fn from(e: RegistryError) -> Self {
-        if let RegistryError::Internal(source) = &e {
-            tracing::error!(error = %source, "registry operation failed");
+        match &e {
+            RegistryError::Internal(source) => tracing::error!(error = %source, "registry operation failed"),
+            RegistryError::File { .. } => tracing::error!(error = %e, "registry operation failed"),
+            _ => {}
         }
         let code = match &e {
             RegistryError::Invalid(_) => tonic::Code::InvalidArgument,
@@ -77,8 +89,12 @@ impl From<RegistryError> for tonic::Status {
             RegistryError::NotFound(_) => tonic::Code::NotFound,
             RegistryError::Duplicate(_) => tonic::Code::AlreadyExists,
             RegistryError::Conflict(_) => tonic::Code::FailedPrecondition,
-            RegistryError::Internal(_) => tonic::Code::Internal,
+            RegistryError::File { .. } | RegistryError::Internal(_) => tonic::Code::Internal,
         };
+        // A file error names a path on the registry's machine: callers hear only "internal".
+        if code == tonic::Code::Internal {
+            return tonic::Status::new(code, "internal: internal registry error");
+        }
         tonic::Status::new(code, format!("{}: {e}", e.code()))
     }
 }

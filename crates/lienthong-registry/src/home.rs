@@ -23,8 +23,12 @@ use crate::error::RegistryError;
 use crate::registry::{Clock, Registry, Settings, SigningKey};
 
 /// A file-system problem, naming the file.
-fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Invalid(format!("{what} {}: {e}", path.display()))
+fn io_error(
+    path: &Path,
+    action: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> RegistryError {
+    RegistryError::File { action, path: path.to_owned(), source: Box::new(e) }
 }
 
 /// Paths inside a registry directory.

@@ -13,6 +13,7 @@ mod error;
 mod grpc;
 mod home;
 mod registry;
+mod routes;
 mod server;
 mod store;
 mod witness;
@@ -21,9 +22,8 @@ pub use config::{ConfigError, RegistryConfig};
 pub use error::RegistryError;
 pub use home::{InitOptions, RegistryHome};
 pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
-pub use server::{
-    ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, FEDERATION_CONF_PATH, RunningRegistry, serve, start,
-};
+pub use routes::{ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, FEDERATION_CONF_PATH};
+pub use server::{RunningRegistry, serve, start};
 pub use witness::LocalWitness;
 
 /// gRPC status codes, for callers matching on the admin API's answers.

@@ -22,15 +22,7 @@ use crate::error::RegistryError;
 use crate::grpc;
 use crate::home::RegistryHome;
 use crate::registry::{Clock, Registry};
-
-/// Where the signed configuration is served.
-pub const CONF_PATH: &str = "/globalconf";
-/// Where the anchor is served (for operators; nodes must get it out of band to trust it).
-pub const ANCHOR_PATH: &str = "/anchor.json";
-/// The view of the configuration federation partners' nodes download (signed like the whole).
-pub const FEDERATION_CONF_PATH: &str = "/globalconf/federation";
-/// The media type of a `SignedGlobalConf`.
-pub const CONF_MEDIA_TYPE: &str = "application/vnd.lienthong.globalconf.v1+protobuf";
+use crate::routes::{ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, FEDERATION_CONF_PATH};
 
 /// A registry serving in this process. Dropping it does not stop it: call [`Self::shutdown`].
 #[derive(Debug)]

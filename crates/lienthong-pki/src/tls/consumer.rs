@@ -6,45 +6,25 @@
 //! subsystem in the node's configuration, which the node checks after the handshake. The
 //! handshake signature is still verified, so presenting a certificate proves holding its key.
 
-use std::sync::Arc;
+use std::time::SystemTime;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::verifier::{ChainCheck, ClientVerifier, Presented};
+use super::{TlsIdentity, crypto_provider, key_der};
+use crate::error::PeerRejected;
 use crate::key::PrivateKey;
-use crate::tls::{TlsIdentity, crypto_provider, handshake_signatures};
 
+/// Accepts any client certificate: it is pinned by fingerprint per subsystem after the
+/// handshake (see the module comment).
 #[derive(Debug)]
-struct AnyClientCertificate {
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
+struct PinnedAfterHandshake;
 
-impl ClientCertVerifier for AnyClientCertificate {
-    fn offer_client_auth(&self) -> bool {
-        true
+impl ChainCheck for PinnedAfterHandshake {
+    fn check(&self, _: Presented<'_>, _: SystemTime) -> Result<(), PeerRejected> {
+        Ok(())
     }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        // Pinned by fingerprint per subsystem after the handshake (see the module comment).
-        Ok(ClientCertVerified::assertion())
-    }
-
-    handshake_signatures!(algorithms);
 }
 
 /// The consumer side's HTTPS server config: `own` as server certificate, client certificates
@@ -60,18 +40,16 @@ pub fn server_config_for_chain(
     chain: Vec<CertificateDer<'static>>,
     key: &PrivateKey,
 ) -> Result<ServerConfig, rustls::Error> {
-    server_config_with(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec())))
+    server_config_with(chain, key_der(key))
 }
 
 fn server_config_with(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let provider = crypto_provider();
-    let algorithms = provider.signature_verification_algorithms;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(Arc::new(AnyClientCertificate { algorithms }))
+        .with_client_cert_verifier(ClientVerifier::new(PinnedAfterHandshake, false, Vec::new()))
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)

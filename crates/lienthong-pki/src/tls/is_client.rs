@@ -4,18 +4,18 @@
 //! CA issued and which names a node id (`urn:lienthong:node:...`), not a host: an ordinary
 //! host-name check can never pass. [`client_config`] checks what such a certificate does say.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use lienthong_types::NodeId;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
 
+use super::chain::{ApprovedCas, PeerRole};
+use super::crypto_provider;
+use super::verifier::{ChainCheck, Presented, ServerVerifier};
 use crate::cert::{Certificate, Identity};
 use crate::error::PeerRejected;
 use crate::key::PrivateKey;
-use crate::tls::{ApprovedCas, PeerRole, crypto_provider, handshake_signatures, to_rustls};
 
 /// The client config an information system uses against a node whose certificate names a node
 /// id rather than a host: the server certificate must chain to `node_ca` (the instance CA), be
@@ -23,7 +23,7 @@ use crate::tls::{ApprovedCas, PeerRole, crypto_provider, handshake_signatures, t
 /// checked. With `client`, the system presents that certificate chain (leaf first) and key, for
 /// a subsystem whose node requires `auth = "tls-cert"`; any certificate will do, the node pins
 /// it by fingerprint. A rejected server certificate surfaces as a
-/// [`PeerRejected`] (see [`crate::tls::peer_rejection`]).
+/// [`PeerRejected`] (see [`super::peer_rejection`]).
 pub fn client_config(
     node_ca: &Certificate,
     node: &NodeId,
@@ -31,35 +31,27 @@ pub fn client_config(
 ) -> Result<ClientConfig, rustls::Error> {
     let cas = ApprovedCas::new(std::iter::once(node_ca))
         .map_err(|e| rustls::Error::General(format!("node CA certificate: {e}")))?;
-    let verifier = NodeServerVerifier { cas, node: node.clone() };
+    let verifier = ServerVerifier::new(NodeServer { cas, node: node.clone() });
     let builder = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
+        .with_custom_certificate_verifier(verifier);
     match client {
         None => Ok(builder.with_no_client_auth()),
-        Some((chain, key)) => {
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()));
-            builder.with_client_auth_cert(chain.to_vec(), key)
-        }
+        Some((chain, key)) => builder.with_client_auth_cert(chain.to_vec(), super::key_der(key)),
     }
 }
 
+/// The node's server certificate: chains to the node's CA, and names exactly that node.
 #[derive(Debug)]
-struct NodeServerVerifier {
+struct NodeServer {
     cas: ApprovedCas,
     node: NodeId,
 }
 
-impl NodeServerVerifier {
-    fn verify(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), PeerRejected> {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        let chained = self.cas.verify_chain(end_entity, intermediates, PeerRole::Server, now)?;
+impl ChainCheck for NodeServer {
+    fn check(&self, chain: Presented<'_>, now: SystemTime) -> Result<(), PeerRejected> {
+        let chained = self.cas.verify_chain(chain, PeerRole::Server, now)?;
         // The node id takes the place of the host name.
         match chained.cert.and_then(|c| c.identity()) {
             Ok(Identity::Node(n)) if n == self.node => Ok(()),
@@ -69,23 +61,6 @@ impl NodeServerVerifier {
             _ => Err(PeerRejected::NotNodeCertificate),
         }
     }
-}
-
-impl ServerCertVerifier for NodeServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.verify(end_entity, intermediates, now)
-            .map(|()| ServerCertVerified::assertion())
-            .map_err(to_rustls)
-    }
-
-    handshake_signatures!(cas.algorithms);
 }
 
 /// A self-signed TLS client certificate for an information system (`name` as its DNS name),
@@ -111,10 +86,6 @@ mod tests {
     use crate::{CertificateAuthority, Csr, KeyAlgorithm, Validity};
     use lienthong_types::InstanceId;
 
-    fn at(t: SystemTime) -> UnixTime {
-        UnixTime::since_unix_epoch(t.duration_since(SystemTime::UNIX_EPOCH).unwrap())
-    }
-
     #[test]
     fn the_node_id_replaces_the_host_name() {
         let now = SystemTime::now();
@@ -129,23 +100,23 @@ mod tests {
         let member = node.owner.clone();
         let signing =
             ca.issue_member(&Csr::for_member(&key, &member).unwrap(), &member, Validity::days(1), now);
-        let v = |ca: &CertificateAuthority, node: &NodeId| NodeServerVerifier {
+        let v = |ca: &CertificateAuthority, node: &NodeId| NodeServer {
             cas: ApprovedCas::new(std::iter::once(ca.certificate())).unwrap(),
             node: node.clone(),
         };
-        assert_eq!(v(&ca, &node).verify(cert.der(), &[], at(now)), Ok(()));
+        assert_eq!(v(&ca, &node).check(Presented::leaf(cert.der()), now), Ok(()));
         let other: NodeId = "VN/GOV/000.00.00.G02/ss-other".parse().unwrap();
         assert!(matches!(
-            v(&ca, &other).verify(cert.der(), &[], at(now)),
+            v(&ca, &other).check(Presented::leaf(cert.der()), now),
             Err(PeerRejected::WrongNode { .. })
         ));
         let late = now + Duration::from_secs(2 * 86_400);
-        assert_eq!(v(&ca, &node).verify(cert.der(), &[], at(late)), Err(PeerRejected::Expired));
+        assert_eq!(v(&ca, &node).check(Presented::leaf(cert.der()), late), Err(PeerRejected::Expired));
         // Another CA of the same instance (same name, another key) is not the node's CA.
-        let r = v(&other_ca, &node).verify(cert.der(), &[], at(now));
+        let r = v(&other_ca, &node).check(Presented::leaf(cert.der()), now);
         assert!(matches!(r, Err(PeerRejected::UnknownCa | PeerRejected::BadSignature)), "{r:?}");
         // A member signing certificate is not for TLS at all.
-        let r = v(&ca, &node).verify(signing.unwrap().der(), &[], at(now));
+        let r = v(&ca, &node).check(Presented::leaf(signing.unwrap().der()), now);
         assert!(r.is_err(), "{r:?}");
     }
 }
