@@ -41,6 +41,40 @@ pub(super) fn differing(fields: &[(bool, &'static str)]) -> Vec<&'static str> {
     fields.iter().filter(|(same, _)| !same).map(|(_, name)| *name).collect()
 }
 
+/// Whether record `r` has each field it copies from envelope `e`: those both kinds of envelope
+/// carry under the same names, around `specific`, in the order a report lists them.
+macro_rules! record_fields {
+    ($r:expr, $e:expr, [$($specific:expr),* $(,)?]) => {
+        vec![
+            ($r.message_id == $e.message_id, "message id"),
+            ($r.request_id == $e.request_id, "request id"),
+            ($r.client == $e.client, "client"),
+            ($r.service == $e.service, "service"),
+            $($specific,)*
+            ($r.message_time_ms == $e.created_at_ms, "message time"),
+            ($r.headers_sha256 == headers_sha256(&$e.headers), "headers digest"),
+            ($r.body_sha256 == $e.body_sha256, "body digest"),
+            ($r.body_length == $e.body_length, "body length"),
+            ($r.signature == $e.signature, "signature"),
+        ]
+    };
+}
+
+/// Whether two copies of an envelope have each field: the shared ones around `specific`.
+macro_rules! compare_fields {
+    ($a:expr, $b:expr, [$($specific:expr),* $(,)?]) => {
+        vec![
+            ($a.message_id == $b.message_id, "message id"),
+            ($a.request_id == $b.request_id, "request id"),
+            $($specific,)*
+            ($a.created_at_ms == $b.created_at_ms, "time"),
+            ($a.body_sha256 == $b.body_sha256, "body digest"),
+            ($a.body_length == $b.body_length, "body length"),
+            ($a.signer_certificate == $b.signer_certificate && $a.signature == $b.signature, "signature"),
+        ]
+    };
+}
+
 impl Envelope for ex::RequestEnvelope {
     const KIND: &'static str = "request";
     const SIGNER: &'static str = "client";
@@ -59,21 +93,16 @@ impl Envelope for ex::RequestEnvelope {
     }
 
     fn record_fields(&self, r: &log_pb::LogRecord) -> Vec<(bool, &'static str)> {
-        let mut fields = vec![
-            (r.message_id == self.message_id, "message id"),
-            (r.request_id == self.request_id, "request id"),
-            (r.client == self.client, "client"),
-            (r.service == self.service, "service"),
-            (r.method == self.method, "method"),
-            (r.path == path_and_query(&self.path, &self.query), "path"),
-            (r.user_id == self.user_id, "user id"),
-            (r.issue == self.issue, "issue"),
-            (r.message_time_ms == self.created_at_ms, "message time"),
-            (r.headers_sha256 == headers_sha256(&self.headers), "headers digest"),
-            (r.body_sha256 == self.body_sha256, "body digest"),
-            (r.body_length == self.body_length, "body length"),
-            (r.signature == self.signature, "signature"),
-        ];
+        let mut fields = record_fields!(
+            r,
+            self,
+            [
+                (r.method == self.method, "method"),
+                (r.path == path_and_query(&self.path, &self.query), "path"),
+                (r.user_id == self.user_id, "user id"),
+                (r.issue == self.issue, "issue"),
+            ]
+        );
         // The consumer node signs itself in; the provider logs it as its peer.
         match log_pb::Role::try_from(r.role) {
             Ok(log_pb::Role::Consumer) => fields.push((self.consumer_node == r.node, "consumer node")),
@@ -85,21 +114,19 @@ impl Envelope for ex::RequestEnvelope {
 
     fn compare(&self, b: &Self) -> Vec<(bool, &'static str)> {
         let a = self;
-        vec![
-            (a.message_id == b.message_id, "message id"),
-            (a.request_id == b.request_id, "request id"),
-            (a.client == b.client, "client"),
-            (a.service == b.service, "service"),
-            (a.method == b.method, "method"),
-            (a.path == b.path && a.query == b.query, "path"),
-            (a.headers == b.headers, "headers"),
-            (a.user_id == b.user_id && a.issue == b.issue, "user id or issue"),
-            (a.consumer_node == b.consumer_node && a.target_node == b.target_node, "nodes"),
-            (a.created_at_ms == b.created_at_ms, "time"),
-            (a.body_sha256 == b.body_sha256, "body digest"),
-            (a.body_length == b.body_length, "body length"),
-            (a.signer_certificate == b.signer_certificate && a.signature == b.signature, "signature"),
-        ]
+        compare_fields!(
+            a,
+            b,
+            [
+                (a.client == b.client, "client"),
+                (a.service == b.service, "service"),
+                (a.method == b.method, "method"),
+                (a.path == b.path && a.query == b.query, "path"),
+                (a.headers == b.headers, "headers"),
+                (a.user_id == b.user_id && a.issue == b.issue, "user id or issue"),
+                (a.consumer_node == b.consumer_node && a.target_node == b.target_node, "nodes"),
+            ]
+        )
     }
 
     fn agreement(&self) -> String {
@@ -133,19 +160,8 @@ impl Envelope for ex::ResponseEnvelope {
     }
 
     fn record_fields(&self, r: &log_pb::LogRecord) -> Vec<(bool, &'static str)> {
-        let mut fields = vec![
-            (r.message_id == self.message_id, "message id"),
-            (r.request_id == self.request_id, "request id"),
-            (r.client == self.client, "client"),
-            (r.service == self.service, "service"),
-            (r.status == self.status, "status"),
-            (r.fault == self.fault, "fault"),
-            (r.message_time_ms == self.created_at_ms, "message time"),
-            (r.headers_sha256 == headers_sha256(&self.headers), "headers digest"),
-            (r.body_sha256 == self.body_sha256, "body digest"),
-            (r.body_length == self.body_length, "body length"),
-            (r.signature == self.signature, "signature"),
-        ];
+        let mut fields =
+            record_fields!(r, self, [(r.status == self.status, "status"), (r.fault == self.fault, "fault")]);
         match log_pb::Role::try_from(r.role) {
             Ok(log_pb::Role::Provider) => fields.push((self.provider_node == r.node, "provider node")),
             Ok(log_pb::Role::Consumer) => fields.push((self.provider_node == r.peer_node, "peer node")),
@@ -156,19 +172,17 @@ impl Envelope for ex::ResponseEnvelope {
 
     fn compare(&self, b: &Self) -> Vec<(bool, &'static str)> {
         let a = self;
-        vec![
-            (a.message_id == b.message_id, "message id"),
-            (a.request_id == b.request_id, "request id"),
-            (a.client == b.client && a.service == b.service, "client or service"),
-            (a.request_hash == b.request_hash, "request hash"),
-            (a.status == b.status && a.fault == b.fault, "status"),
-            (a.headers == b.headers, "headers"),
-            (a.provider_node == b.provider_node, "provider node"),
-            (a.created_at_ms == b.created_at_ms, "time"),
-            (a.body_sha256 == b.body_sha256, "body digest"),
-            (a.body_length == b.body_length, "body length"),
-            (a.signer_certificate == b.signer_certificate && a.signature == b.signature, "signature"),
-        ]
+        compare_fields!(
+            a,
+            b,
+            [
+                (a.client == b.client && a.service == b.service, "client or service"),
+                (a.request_hash == b.request_hash, "request hash"),
+                (a.status == b.status && a.fault == b.fault, "status"),
+                (a.headers == b.headers, "headers"),
+                (a.provider_node == b.provider_node, "provider node"),
+            ]
+        )
     }
 
     fn agreement(&self) -> String {
