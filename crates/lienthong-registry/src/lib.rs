@@ -22,7 +22,7 @@ pub use error::RegistryError;
 pub use home::{InitOptions, RegistryHome};
 pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
 pub use server::{
-    ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, FEDERATION_CONF_PATH, RunningRegistry, serve, start,
+    ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, FEDERATION_CONF_PATH, RunningRegistry, serve, serve_on, start,
 };
 pub use witness::LocalWitness;
 
