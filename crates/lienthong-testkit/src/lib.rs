@@ -92,7 +92,7 @@ pub struct TestRegistry {
     /// The configuration and management listeners, held across [`Topology::stop_registry`].
     http: HeldPort,
     grpc: HeldPort,
-    /// Resets connections to them while the registry is stopped.
+    /// Closes connections to them at once while the registry is stopped.
     down: Option<Refuser>,
 }
 
@@ -788,8 +788,8 @@ impl Topology {
     }
 
     /// Takes the registry off the network: connections to its configuration and management
-    /// addresses are reset at once until [`Topology::restart_registry`] (the kit holds their
-    /// sockets, so no other process can take the ports meanwhile). The registry itself stays
+    /// addresses are closed at once, unanswered, until [`Topology::restart_registry`] (the kit
+    /// holds their sockets, so no other process can take the ports meanwhile). The registry stays
     /// open in-process (`registry.running.registry` still answers, serving meanwhile on ports no
     /// node knows), so the test can change it while it is "down"; [`Topology::sync`] fails
     /// meanwhile.

@@ -2,7 +2,7 @@
 //! registry gets the very socket it had. A port released and bound again could be taken by any
 //! other process in between; a held one never is. Each start gets a duplicate of the socket;
 //! connections made while the component is stopped wait in the backlog for the next start, or
-//! are reset at once by a [`Refuser`] where a stop must be seen as one.
+//! are closed at once by a [`Refuser`] where a stop must be seen as one.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -78,8 +78,8 @@ fn follow(held: &mut Option<HeldPort>, wanted: Option<SocketAddr>) -> io::Result
     Ok(())
 }
 
-/// Resets every connection made to a stopped component's held sockets, as a closed port would
-/// refuse them, until [`Refuser::stop`].
+/// Closes every connection made to a stopped component's held sockets at once, unanswered (a
+/// closed port would refuse them), until [`Refuser::stop`].
 #[derive(Debug)]
 pub(crate) struct Refuser(Vec<JoinHandle<()>>);
 
