@@ -15,7 +15,7 @@ use lienthong_proto::msglog::v1::Direction;
 use lienthong_testkit::names::*;
 use lienthong_testkit::{Fault, Topology, Toward, within};
 
-mod common;
+use crate::common;
 use common::node::{Ledger, get, of, readyz, refusal_for, stop_and_verify_logs};
 
 /// How long the consumer waits for a provider node's answer in these tests.

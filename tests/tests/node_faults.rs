@@ -17,7 +17,7 @@ use lienthong_testkit::names::*;
 use lienthong_testkit::tmpfs::Tmpfs;
 use lienthong_testkit::{Mode, Topology, node_id, within};
 
-mod common;
+use crate::common;
 use common::node::{get, hits, is_uuid, of, ok, readyz, refusal_for, refused, until, until_ready};
 
 /// Both sides logged a failure the provider raised: each has the request and a refusal in the

@@ -20,7 +20,7 @@ use lienthong_registry::client::management_client;
 use lienthong_types::{ClientId, MemberId, NodeId, ServiceId, SubsystemId};
 use tokio::net::TcpListener;
 
-mod common;
+use crate::common;
 
 use common::{anchor_with_urls, conf_client, request, start_registry, within};
 

@@ -2,7 +2,7 @@
 //! in-process over its real gRPC API, are co-signed while the history only grows; a rewritten
 //! or shrunk history and a checkpoint signed by any other key are refused.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -79,6 +79,24 @@ impl Listeners {
         Ok(Self { http, https, peer: bind(config.peer.listen).await? })
     }
 
+    /// Listeners the caller bound, e.g. a test kit that keeps a node's sockets across its
+    /// restarts so no port is released and bound again.
+    pub fn from_std(
+        http: Option<std::net::TcpListener>,
+        https: Option<std::net::TcpListener>,
+        peer: std::net::TcpListener,
+    ) -> io::Result<Self> {
+        fn listener(l: std::net::TcpListener) -> io::Result<TcpListener> {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        }
+        Ok(Self {
+            http: http.map(listener).transpose()?,
+            https: https.map(listener).transpose()?,
+            peer: listener(peer)?,
+        })
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.peer.local_addr()
     }

@@ -23,7 +23,7 @@ pub use error::RegistryError;
 pub use home::{InitOptions, RegistryHome};
 pub use registry::{AutoApprove, Clock, Published, Registry, Settings, SigningKey, system_clock};
 pub use routes::{ANCHOR_PATH, CONF_MEDIA_TYPE, CONF_PATH, FEDERATION_CONF_PATH};
-pub use server::{RunningRegistry, serve, start};
+pub use server::{RunningRegistry, serve, serve_on, start};
 pub use witness::LocalWitness;
 
 /// gRPC status codes, for callers matching on the admin API's answers.

@@ -70,6 +70,18 @@ pub async fn serve(
     };
     let http = bind(config.http.listen).await?;
     let grpc = bind(config.grpc.listen).await?;
+    serve_on(config, http, grpc, passphrase, clock)
+}
+
+/// [`serve`] on listeners the caller bound instead of the configured addresses (a test kit
+/// that keeps the registry's sockets across its restarts).
+pub fn serve_on(
+    config: &RegistryConfig,
+    http: TcpListener,
+    grpc: TcpListener,
+    passphrase: Option<&[u8]>,
+    clock: Clock,
+) -> Result<RunningRegistry, RegistryError> {
     let settings = config.settings(local_addr(&http)?, local_addr(&grpc)?);
     let home = RegistryHome::new(&config.data_dir);
     let (registry, tls) = home.open(settings, passphrase, clock.clone())?;

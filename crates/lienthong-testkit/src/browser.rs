@@ -1,5 +1,5 @@
 //! A minimal W3C WebDriver client for end-to-end tests of web pages: starts `chromedriver` on a
-//! free loopback port with headless Chromium (a fresh profile each time) and drives it with JSON
+//! loopback port of its choosing with headless Chromium (a fresh profile each time) and drives it with JSON
 //! over HTTP.
 //!
 //! [`Browser::start`] returns `Ok(None)` where the browser is not installed, so `cargo test`
@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,8 +33,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The W3C key under which an element reference travels.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A free port can be taken by someone else between our probe and chromedriver's bind.
-const START_ATTEMPTS: usize = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bounds one WebDriver command over HTTP; page loads are bounded below this by `PAGE_LOAD_MS`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -188,9 +186,11 @@ fn locate(preferred: &str, name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| format!("local address: {e}"))
+/// The port chromedriver reports it listens on (it was given port 0).
+fn reported_port(log: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("ChromeDriver was started successfully on port "))?;
+    line.trim_end_matches('.').trim().parse().ok()
 }
 
 fn log_tail(path: &Path) -> String {
@@ -199,33 +199,37 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Starts chromedriver on a free port and waits until its `/status` says ready.
-async fn start_driver(
-    chromedriver: &Path,
-    client: &HttpClient,
-    profile: &Path,
-    attempt: usize,
-) -> Result<Driver, String> {
-    let port = free_port()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let log_path = profile.join(format!("chromedriver-{attempt}.log"));
+/// Starts chromedriver on a port it picks and reports (`--port=0`: no port is probed, released
+/// and bound again, which another process could take in between) and waits until its `/status`
+/// says ready.
+async fn start_driver(chromedriver: &Path, client: &HttpClient, profile: &Path) -> Result<Driver, String> {
+    let log_path = profile.join("chromedriver.log");
     let log = File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| format!("{}: {e}", log_path.display()))?;
     let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
+        .arg("--port=0")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
         .spawn()
         .map_err(|e| format!("run {}: {e}", chromedriver.display()))?;
-    let mut driver = Driver { child, addr };
-    let status_url = format!("http://{addr}/status");
+    let mut driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
     let deadline = Instant::now() + READY_TIMEOUT;
     let max_polls = READY_TIMEOUT.as_millis() / POLL.as_millis() + 1;
     for _ in 0..max_polls {
         if let Ok(Some(exit)) = driver.child.try_wait() {
-            return Err(format!("chromedriver on port {port} exited ({exit}):\n{}", log_tail(&log_path)));
+            return Err(format!("chromedriver exited ({exit}):\n{}", log_tail(&log_path)));
         }
+        if driver.addr.port() == 0 {
+            match reported_port(&log_path) {
+                Some(port) => driver.addr.set_port(port),
+                None => {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            }
+        }
+        let status_url = format!("http://{}/status", driver.addr);
         let ready =
             tokio::time::timeout(Duration::from_secs(2), command(client, Method::GET, &status_url, None))
                 .await;
@@ -239,7 +243,11 @@ async fn start_driver(
         }
         tokio::time::sleep(POLL).await;
     }
-    Err(format!("chromedriver on port {port} not ready within {READY_TIMEOUT:?}:\n{}", log_tail(&log_path)))
+    Err(format!(
+        "chromedriver on {} not ready within {READY_TIMEOUT:?}:\n{}",
+        driver.addr,
+        log_tail(&log_path)
+    ))
 }
 
 impl Browser {
@@ -263,23 +271,7 @@ impl Browser {
             .map_err(|e| format!("create a profile directory: {e}"))?;
         let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
-        let mut failures = Vec::new();
-        let mut driver = None;
-        for attempt in 0..START_ATTEMPTS {
-            match start_driver(&chromedriver, &client, profile.path(), attempt).await {
-                Ok(d) => {
-                    driver = Some(d);
-                    break;
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-        let Some(driver) = driver else {
-            return Err(format!(
-                "chromedriver did not start in {START_ATTEMPTS} attempts:\n{}",
-                failures.join("\n")
-            ));
-        };
+        let driver = start_driver(&chromedriver, &client, profile.path()).await?;
 
         let user_data = profile.path().join("chromium");
         let downloads = profile.path().join("downloads");

@@ -1,5 +1,5 @@
 //! In-process topologies for tests, built with the product's own code paths: a registry made by
-//! `RegistryHome::init` and served by `serve`, nodes set up by `NodeHome::init` (CSRs,
+//! `RegistryHome::init` and served by `serve_on`, nodes set up by `NodeHome::init` (CSRs,
 //! registration, approval) and run by `NodeHandle::start`, mock backends, all on `127.0.0.1:0`
 //! with a clock the test can move.
 
@@ -7,6 +7,7 @@ pub mod audit;
 mod backend;
 pub mod browser;
 pub mod faultproxy;
+mod ports;
 pub mod tmpfs;
 
 use std::net::SocketAddr;
@@ -24,16 +25,18 @@ use hyper_util::rt::TokioExecutor;
 use lienthong_confclient::Clock as NodeClock;
 use lienthong_globalconf::{Anchor, sign_request};
 use lienthong_node::home::{InitOptions as NodeInitOptions, NodeHome};
-use lienthong_node::{Listeners, NodeConfig, NodeHandle, StartOptions};
+use lienthong_node::{NodeConfig, NodeHandle, StartOptions};
 use lienthong_pki::{Certificate, KeyAlgorithm};
 use lienthong_proto::globalconf::v1 as gc;
 use lienthong_proto::registry::v1 as pb;
 use lienthong_registry::admin::{AdminSession, GrantTo, NewGrant};
-use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegistry, serve};
+use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegistry, serve_on};
 use lienthong_types::{ClientId, MemberId, NodeId, ServiceId, SubsystemId};
 
 pub use backend::{MockBackend, Mode, Seen};
 pub use faultproxy::{Fault, FaultProxy, Toward};
+
+use crate::ports::{HeldPort, NodePorts, Refuser};
 
 /// Makes management request ids unique within a test process.
 static PUBLISHED: AtomicI64 = AtomicI64::new(0);
@@ -87,6 +90,11 @@ pub struct TestRegistry {
     pub admin: AdminSession,
     pub ca: Certificate,
     pub config: RegistryConfig,
+    /// The configuration and management listeners, held across [`Topology::stop_registry`].
+    http: HeldPort,
+    grpc: HeldPort,
+    /// Closes connections to them at once while the registry is stopped.
+    down: Option<Refuser>,
 }
 
 impl std::fmt::Debug for TestRegistry {
@@ -143,7 +151,11 @@ impl TestRegistry {
             home.init(&opts, config.settings(placeholder, placeholder), reg_clock.clone())
                 .expect("registry init"),
         );
-        let running = within(serve(&config, None, reg_clock)).await.expect("registry serves");
+        let bind = |addr| HeldPort::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let (http, grpc) = (bind(config.http.listen), bind(config.grpc.listen));
+        let listen = |p: &HeldPort| p.tokio().expect("a duplicate of the registry's socket");
+        let running =
+            serve_on(&config, listen(&http), listen(&grpc), None, reg_clock).expect("registry serves");
         let ca = Certificate::from_pem(&std::fs::read_to_string(home.ca_cert_path()).expect("CA file"))
             .expect("CA certificate");
         let admin_id = home.admin_identity(None).expect("admin identity");
@@ -155,7 +167,7 @@ impl TestRegistry {
         ))
         .await
         .expect("admin session");
-        Self { running, home, admin, ca, config }
+        Self { running, home, admin, ca, config, http, grpc, down: None }
     }
 
     pub fn anchor(&self) -> Anchor {
@@ -182,6 +194,8 @@ pub struct TestNode {
     /// The fault-injecting proxy the node is registered behind (peers reach its peer port only
     /// through it), when the topology was built with one; see [`Topology::standard_proxied`].
     pub proxy: Option<FaultProxy>,
+    /// The node's listening sockets, held across restarts; closed by [`Topology::stop`].
+    ports: Option<NodePorts>,
 }
 
 impl std::fmt::Debug for TestNode {
@@ -191,6 +205,12 @@ impl std::fmt::Debug for TestNode {
 }
 
 impl TestNode {
+    /// Duplicates of the node's held sockets for its next start.
+    fn listeners(&mut self) -> lienthong_node::Listeners {
+        let ports = self.ports.as_mut().expect("a stopped node is not started again");
+        ports.listeners(&self.config).expect("the node's listeners")
+    }
+
     pub fn handle(&self) -> &NodeHandle {
         self.handle.as_ref().expect("the node is running")
     }
@@ -393,8 +413,8 @@ impl Topology {
         }
         toml.push_str(&spec.extra_toml);
         let config = NodeConfig::parse(&toml).unwrap_or_else(|e| panic!("node config: {e}\n{toml}"));
-        let listeners = within(Listeners::bind(&config)).await.expect("bind node listeners");
-        let peer_addr = listeners.peer_addr().expect("peer address");
+        let ports = NodePorts::bind(&config).expect("bind node listeners");
+        let peer_addr = ports.peer_addr();
         // Restarts keep the peer port, so the proxy's upstream stays right.
         let proxy = match proxied {
             true => Some(FaultProxy::start(peer_addr).await.expect("start a fault proxy")),
@@ -411,13 +431,22 @@ impl Topology {
         let outcome = within(home.init(&opts)).await.expect("node init");
         assert!(outcome.is_complete(), "node init incomplete: {outcome:?}");
         let skew = Arc::new(AtomicI64::new(0));
-        let mut node =
-            TestNode { id: spec.id, home, config, handle: None, skew, transport_only: false, proxy };
-        Self::start_on(&mut node, clock, listeners).await;
+        let mut node = TestNode {
+            id: spec.id,
+            home,
+            config,
+            handle: None,
+            skew,
+            transport_only: false,
+            proxy,
+            ports: Some(ports),
+        };
+        Self::start_on(&mut node, clock).await;
         node
     }
 
-    async fn start_on(node: &mut TestNode, clock: &TestClock, listeners: Listeners) {
+    async fn start_on(node: &mut TestNode, clock: &TestClock) {
+        let listeners = node.listeners();
         let keys = node.home.open(None).expect("open node keys");
         let options = StartOptions {
             clock: Some(clock.for_node(node.skew.clone())),
@@ -442,14 +471,10 @@ impl Topology {
     pub async fn restart_after(&mut self, i: usize, between: impl FnOnce(&Path)) {
         let node = &mut self.nodes[i];
         let old = node.handle.take().expect("running");
-        let (http, peer) = (old.http, old.peer);
         within(old.shutdown()).await;
         between(&node.config.data_dir);
-        node.config.consumer.http = http;
-        node.config.peer.listen = peer;
-        let listeners = within(Listeners::bind(&node.config)).await.expect("rebind");
         let clock = self.clock.clone();
-        Self::start_on(node, &clock, listeners).await;
+        Self::start_on(node, &clock).await;
         self.sync().await;
     }
 
@@ -466,6 +491,7 @@ impl Topology {
         if let Some(h) = self.nodes[i].handle.take() {
             within(h.shutdown()).await;
         }
+        self.nodes[i].ports = None;
     }
 
     /// Publishes the registry's current configuration to every running node and waits until
@@ -740,11 +766,8 @@ impl Topology {
     async fn restart_with_options(&mut self, i: usize, log_fault: Option<LogFault>, poll: Duration) {
         let node = &mut self.nodes[i];
         let old = node.handle.take().expect("running");
-        let (http, peer) = (old.http, old.peer);
         within(old.shutdown()).await;
-        node.config.consumer.http = http;
-        node.config.peer.listen = peer;
-        let listeners = within(Listeners::bind(&node.config)).await.expect("rebind");
+        let listeners = node.listeners();
         let log_store = log_fault.map(|fault| {
             let real = lienthong_msglog::SegmentStore::open_dir(&node.config.data_dir.join("log"))
                 .expect("reopen the node's log");
@@ -765,45 +788,43 @@ impl Topology {
         self.sync().await;
     }
 
-    /// Takes the registry off the network: its configuration and management addresses refuse
-    /// connections until [`Topology::restart_registry`]. The registry itself stays open
-    /// in-process (`registry.running.registry` still answers, serving meanwhile on ports no node
-    /// knows), so the test can change it while it is "down"; [`Topology::sync`] fails meanwhile.
+    /// Takes the registry off the network: connections to its configuration and management
+    /// addresses are closed at once, unanswered, until [`Topology::restart_registry`] (the kit
+    /// holds their sockets, so no other process can take the ports meanwhile). The registry stays
+    /// open in-process (`registry.running.registry` still answers, serving meanwhile on ports no
+    /// node knows), so the test can change it while it is "down"; [`Topology::sync`] fails
+    /// meanwhile.
     pub async fn stop_registry(&mut self) {
         let r = &mut self.registry;
-        // Remembered for the restart: the addresses the anchor and the configuration name.
-        r.config.http.listen = r.running.http_addr;
-        r.config.grpc.listen = r.running.grpc_addr;
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let parked = Self::serve_registry(r, any, any).await;
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let (http, grpc) =
+            (bind().await.expect("bind a loopback port"), bind().await.expect("bind a loopback port"));
+        let parked = Self::serve_registry(r, http, grpc);
         let old = std::mem::replace(&mut r.running, parked);
         within(old.shutdown()).await;
+        r.down = Some(Refuser::start(&[&r.http, &r.grpc]).expect("hold the registry's sockets"));
     }
 
-    /// Serves the registry again on the addresses it had before [`Topology::stop_registry`], with
+    /// Serves the registry again on the sockets it had before [`Topology::stop_registry`], with
     /// a freshly signed configuration (as a registry opening its store publishes one). Nodes are
     /// not told: their next poll (or [`Topology::sync`]) reaches it.
     pub async fn restart_registry(&mut self) {
         let r = &mut self.registry;
-        let (http, grpc) = (r.config.http.listen, r.config.grpc.listen);
-        let back = Self::serve_registry(r, http, grpc).await;
+        if let Some(down) = r.down.take() {
+            within(down.stop()).await;
+        }
+        let listen = |p: &HeldPort| p.tokio().expect("a duplicate of the registry's socket");
+        let back = Self::serve_registry(r, listen(&r.http), listen(&r.grpc));
         back.registry.publish().expect("publish");
         let parked = std::mem::replace(&mut r.running, back);
         within(parked.shutdown()).await;
     }
 
-    async fn serve_registry(r: &TestRegistry, http: SocketAddr, grpc: SocketAddr) -> RunningRegistry {
-        let bind = |addr: SocketAddr| async move {
-            // The port was just released by this process; a short retry covers a slow close.
-            for _ in 0..50 {
-                if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
-                    return l;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("cannot bind the registry again on {addr}");
-        };
-        let (http, grpc) = (within(bind(http)).await, within(bind(grpc)).await);
+    fn serve_registry(
+        r: &TestRegistry,
+        http: tokio::net::TcpListener,
+        grpc: tokio::net::TcpListener,
+    ) -> RunningRegistry {
         let keys = r.home.dir().join("keys");
         let read = |name: &str| std::fs::read_to_string(keys.join(name)).expect("registry TLS file");
         let tls = lienthong_pki::tls::TlsIdentity {
