@@ -17,12 +17,11 @@ use tokio::sync::watch;
 use crate::error::RegistryError;
 use crate::store::{self, Snapshot, Store, Tx};
 
-/// What time it is; a parameter so tests can move the clock.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+pub use lienthong_runtime::Clock;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(SystemTime::now)
+    Clock::system()
 }
 
 /// Which management requests take effect without an operator's decision.

@@ -79,6 +79,35 @@ impl OffsetClock {
     }
 }
 
+/// A clock that stands still at a time a test sets (all copies share it).
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<std::sync::Mutex<SystemTime>>);
+
+impl ManualClock {
+    pub fn new(at: SystemTime) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(at)))
+    }
+
+    pub fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set(&self, at: SystemTime) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *t += by;
+    }
+
+    /// This clock as a [`Clock`].
+    pub fn clock(&self) -> Clock {
+        let c = self.clone();
+        Clock::from_fn(move || c.now())
+    }
+}
+
 fn shift(t: SystemTime, secs: i64) -> SystemTime {
     if secs >= 0 {
         t + Duration::from_secs(secs as u64)
@@ -101,5 +130,12 @@ mod tests {
         let skew = Arc::new(AtomicI64::new(-7200));
         let behind = c.skewed(skew)();
         assert!(behind < SystemTime::now() - Duration::from_secs(3500));
+
+        let m = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let as_clock = m.clock();
+        m.advance(Duration::from_secs(5));
+        assert_eq!(as_clock(), SystemTime::UNIX_EPOCH + Duration::from_secs(5));
+        m.set(SystemTime::UNIX_EPOCH);
+        assert_eq!(as_clock.now(), SystemTime::UNIX_EPOCH);
     }
 }
