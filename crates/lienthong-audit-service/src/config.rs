@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use lienthong_runtime::config::{ConfigFile, check_input, from_toml};
 use lienthong_types::NodeId;
 use serde::Deserialize;
 
@@ -63,28 +64,15 @@ pub struct NodeConfig {
     pub url: String,
 }
 
-/// The configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+/// The configuration file could not be used: the runtime kit's error, shared by every loader.
+pub use lienthong_runtime::config::ConfigError;
 
 impl AuditConfig {
     /// Reads and checks a configuration file; relative paths come back resolved against it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut config =
-            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let file = ConfigFile::read(path)?;
+        let mut config = file.parse(Self::parse)?;
+        let resolve = |p: &mut PathBuf| file.resolve(p);
         resolve(&mut config.data_dir);
         resolve(&mut config.anchor);
         config.tls_cert.as_mut().map(resolve);
@@ -95,9 +83,25 @@ impl AuditConfig {
         Ok(config)
     }
 
+    /// Checks that every file the configuration at `path` names can be read: the serving
+    /// process calls it before it binds (the anchor may arrive after the file is written, so
+    /// loading alone does not require it).
+    pub fn check_files(&self, path: &Path) -> Result<(), ConfigError> {
+        check_input(path, "anchor", &self.anchor)?;
+        for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+            file.as_ref().map_or(Ok(()), |f| check_input(path, key, f))?;
+        }
+        for a in &self.auditors {
+            if let Some(c) = &a.certificate {
+                check_input(path, &format!("auditors.{}.certificate", a.name), c)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Self = from_toml(text)?;
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             return Err("`tls_cert` and `tls_key` go together".into());
         }
@@ -158,6 +162,22 @@ mod tests {
         let c = AuditConfig::load(&path).unwrap();
         assert_eq!(c.nodes.len(), 2);
         assert!(c.data_dir.ends_with("../target/audit"), "resolved against the file: {c:?}");
+    }
+
+    #[test]
+    fn files_named_are_checked_before_binding_with_the_key_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.toml");
+        std::fs::write(&path, format!("{BASE}\ntls_cert = \"tls.pem\"\ntls_key = \"tls.key\"\n")).unwrap();
+        let c = AuditConfig::load(&path).unwrap();
+        let err = c.check_files(&path).unwrap_err().to_string();
+        assert!(err.contains("audit.toml") && err.contains("anchor") && err.contains("anchor.json"), "{err}");
+        std::fs::write(dir.path().join("anchor.json"), "{}").unwrap();
+        let err = c.check_files(&path).unwrap_err().to_string();
+        assert!(err.contains("tls_cert") && err.contains("tls.pem"), "{err}");
+        std::fs::write(dir.path().join("tls.pem"), "x").unwrap();
+        std::fs::write(dir.path().join("tls.key"), "x").unwrap();
+        c.check_files(&path).unwrap();
     }
 
     #[test]

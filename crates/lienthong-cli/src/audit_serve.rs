@@ -101,6 +101,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     let _logging = crate::logging::init()?;
     // Everything is read and checked before anything binds.
     let config = AuditConfig::load(&a.config)?;
+    config.check_files(&a.config)?;
     let anchor = read_anchor(&config.anchor)?;
     let (cert, key) = (config.data_dir.join(CERT_FILE), config.data_dir.join(KEY_FILE));
     if !cert.exists() {

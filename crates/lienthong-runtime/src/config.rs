@@ -80,19 +80,20 @@ impl ConfigFile {
     /// Resolves a file the configuration names under `key` and checks it can be read now.
     pub fn input(&self, key: &str, p: &mut PathBuf) -> Result<(), ConfigError> {
         self.resolve(p);
-        let err =
-            |source| ConfigError::File { path: self.path.clone(), key: key.into(), file: p.clone(), source };
-        let meta = std::fs::metadata(&*p).map_err(err)?;
-        if !meta.is_file() {
-            return Err(err(std::io::Error::other("not a regular file")));
-        }
-        std::fs::File::open(&*p).map(drop).map_err(err)
+        check_input(&self.path, key, p)
     }
+}
 
-    /// [`Self::input`] for an optional file.
-    pub fn optional_input(&self, key: &str, p: &mut Option<PathBuf>) -> Result<(), ConfigError> {
-        p.as_mut().map_or(Ok(()), |p| self.input(key, p))
+/// Checks that `file`, named under `key` in the configuration file `config`, is a regular file
+/// this process can read. For files that are made after the configuration is written (a
+/// credential made by an `init` step), a process calls this just before it binds.
+pub fn check_input(config: &Path, key: &str, file: &Path) -> Result<(), ConfigError> {
+    let err = |source| ConfigError::File { path: config.into(), key: key.into(), file: file.into(), source };
+    let meta = std::fs::metadata(file).map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::other("not a regular file")));
     }
+    std::fs::File::open(file).map(drop).map_err(err)
 }
 
 /// Parses TOML text into `T` (whose structs refuse unknown keys), with the parser's message
