@@ -38,6 +38,14 @@ pub struct HttpConfig {
     /// from `listen`.
     #[serde(default)]
     pub public_urls: Vec<String>,
+    /// Open connections at most; more are closed at once. Every node polls, so the default is
+    /// generous.
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
+}
+
+fn default_http_connections() -> usize {
+    4096
 }
 
 /// The management and admin API (gRPC over TLS).
@@ -48,6 +56,13 @@ pub struct GrpcConfig {
     /// The URLs nodes and administrators use (go into the configuration). Default: from `listen`.
     #[serde(default)]
     pub public_urls: Vec<String>,
+    /// Open connections at most; more are closed at once.
+    #[serde(default = "default_grpc_connections")]
+    pub max_connections: usize,
+}
+
+fn default_grpc_connections() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +114,9 @@ impl RegistryConfig {
                 "globalconf: validity_secs ({}) must be at least twice refresh_secs ({}), which must be positive",
                 g.validity_secs, g.refresh_secs
             ));
+        }
+        if config.http.max_connections == 0 || config.grpc.max_connections == 0 {
+            return Err("http.max_connections and grpc.max_connections must be positive".into());
         }
         if config.certificates.validity_days == 0 {
             return Err("certificates: validity_days must be positive".into());

@@ -204,7 +204,14 @@ async fn connection<F, S, B>(
         }
         return;
     };
-    let stream = match tokio::time::timeout(options.handshake_timeout, tls.acceptor().accept(tcp)).await {
+    let handshake = tokio::time::timeout(options.handshake_timeout, tls.acceptor().accept(tcp));
+    // A connection still in its handshake has no request to finish: shutdown drops it at once.
+    let mut stopping = stopped.clone();
+    let handshake = tokio::select! {
+        h = handshake => h,
+        () = until_stopped(&mut stopping) => return,
+    };
+    let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(listener = options.name, %remote, error = %e, "TLS handshake failed");

@@ -803,7 +803,7 @@ impl Topology {
             chain: vec![Certificate::from_pem(&read("tls.pem")).expect("TLS certificate"), r.ca.clone()],
             key: Arc::new(lienthong_pki::PrivateKey::from_pem(&read("tls.key"), None).expect("TLS key")),
         };
-        lienthong_registry::start(r.running.registry.clone(), tls, http, grpc, r.config.refresh_interval())
+        lienthong_registry::start(r.running.registry.clone(), tls, http, grpc, &r.config)
             .expect("registry serves")
     }
 }
