@@ -29,6 +29,9 @@ pub struct AuditConfig {
     pub pull_interval_secs: u64,
     #[serde(default = "default_node_timeout")]
     pub node_timeout_secs: u64,
+    /// API connections open at once at most; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default)]
     pub auditors: Vec<AuditorConfig>,
     #[serde(default)]
@@ -41,6 +44,10 @@ fn default_pull_interval() -> u64 {
 
 fn default_node_timeout() -> u64 {
     30
+}
+
+fn default_max_connections() -> usize {
+    crate::DEFAULT_MAX_CONNECTIONS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,8 +112,8 @@ impl AuditConfig {
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             return Err("`tls_cert` and `tls_key` go together".into());
         }
-        if config.pull_interval_secs == 0 || config.node_timeout_secs == 0 {
-            return Err("pull_interval_secs and node_timeout_secs must be positive".into());
+        if config.pull_interval_secs == 0 || config.node_timeout_secs == 0 || config.max_connections == 0 {
+            return Err("pull_interval_secs, node_timeout_secs and max_connections must be positive".into());
         }
         let mut names = BTreeSet::new();
         for a in &config.auditors {
@@ -191,6 +198,7 @@ mod tests {
         for (extra, says) in [
             ("colour = \"red\"", "unknown field"),
             ("pull_interval_secs = 0", "must be positive"),
+            ("max_connections = 0", "must be positive"),
             ("tls_cert = \"a.pem\"", "go together"),
             ("[[auditors]]\nname = \"x\"", "give api_key_sha256"),
             ("[[auditors]]\nname = \"x\"\napi_key_sha256 = \"12\"", "64 hex digits"),

@@ -142,6 +142,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         auditors,
         node_timeout: Duration::from_secs(config.node_timeout_secs),
         tls,
+        max_connections: config.max_connections,
         pull_every: Duration::from_secs(config.pull_interval_secs),
     };
     let running = Standalone::start(setup, config.listen).await?;
