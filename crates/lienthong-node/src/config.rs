@@ -355,7 +355,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("node.toml");
         let text = "data_dir = \"node\"\n[consumer]\nhttp = \"127.0.0.1:0\"\n[peer]\nlisten = \"127.0.0.1:0\"\n\
-                    [[service]]\nid = \"VN/GOV/1/ss/s\"\nurl = \"http://127.0.0.1:1\"\nopenapi = \"s.json\"\n";
+                    [[service]]\nid = \"VN/GOV/1/ss/s\"\nurl = \"http://backend.invalid\"\nopenapi = \"s.json\"\n";
         std::fs::write(&path, text).expect("write");
         let c = NodeConfig::load(&path).expect("loads without the file");
         let err = c.check_files(&path).expect_err("missing").to_string();
