@@ -64,6 +64,8 @@ fn crate_layering_follows_the_brief() {
     // Which of our crates each crate may depend on (architecture brief, section 4).
     let allowed: &[(&str, &[&str])] = &[
         ("lienthong-types", &[]),
+        // The runtime kit (serve, Clock, the configuration loader) uses none of our crates.
+        ("lienthong-runtime", &[]),
         ("lienthong-proto", &["lienthong-types"]),
         ("lienthong-pki", &["lienthong-types"]),
         ("lienthong-globalconf", &["lienthong-types", "lienthong-proto", "lienthong-pki"]),
@@ -75,6 +77,7 @@ fn crate_layering_follows_the_brief() {
         (
             "lienthong-registry",
             &[
+                "lienthong-runtime",
                 "lienthong-types",
                 "lienthong-proto",
                 "lienthong-pki",
@@ -98,11 +101,18 @@ fn crate_layering_follows_the_brief() {
         // The configuration client: the node's and the audit service's, shared.
         (
             "lienthong-confclient",
-            &["lienthong-types", "lienthong-proto", "lienthong-pki", "lienthong-globalconf"],
+            &[
+                "lienthong-runtime",
+                "lienthong-types",
+                "lienthong-proto",
+                "lienthong-pki",
+                "lienthong-globalconf",
+            ],
         ),
         (
             "lienthong-node",
             &[
+                "lienthong-runtime",
                 "lienthong-types",
                 "lienthong-proto",
                 "lienthong-pki",
@@ -116,6 +126,7 @@ fn crate_layering_follows_the_brief() {
         (
             "lienthong-audit-service",
             &[
+                "lienthong-runtime",
                 "lienthong-types",
                 "lienthong-proto",
                 "lienthong-pki",
@@ -129,6 +140,7 @@ fn crate_layering_follows_the_brief() {
         (
             "lienthong-demo",
             &[
+                "lienthong-runtime",
                 "lienthong-types",
                 "lienthong-proto",
                 "lienthong-pki",

@@ -4,9 +4,8 @@
 //! every call is traced with the auditor's name.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -15,16 +14,14 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use lienthong_globalconf::to_millis;
 use lienthong_pki::Fingerprint;
 use lienthong_proto::convert::IntoDomain;
 use lienthong_proto::msglog::v1 as pb;
+use lienthong_runtime::{Conn, ServeOptions, Tls};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use lienthong_audit::bundle;
 use lienthong_audit::query::{QueryError, decode_component, format_time, parse_time};
@@ -36,77 +33,29 @@ use crate::{AuditService, DASHBOARD, NodeSource, OPENAPI, OPENAPI_PATH};
 /// Default period of the sharing report: the last 30 days.
 const DEFAULT_PERIOD_MS: i64 = 30 * 24 * 3_600_000;
 const MAX_EXCHANGES: usize = 1_000;
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Answer = Response<Full<Bytes>>;
 
-pub(crate) async fn accept_loop(
+/// Serves the API on `listener` until `stopped` (HTTPS when `tls` is given: a listed client
+/// certificate is then an auditor's login).
+pub(crate) async fn serve(
     service: Arc<AuditService>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    max_connections: usize,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = crate::until_stopped(&mut stopped) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, remote)) => {
-                    connections.spawn(serve(service.clone(), tcp, remote, acceptor.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-}
-
-async fn serve(
-    service: Arc<AuditService>,
-    tcp: tokio::net::TcpStream,
-    remote: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    match tls {
-        None => {
-            let svc = service_fn(move |req| {
-                let service = service.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&service, req, None).await) }
-            });
-            if let Err(e) = builder.serve_connection(TokioIo::new(tcp), svc).await {
-                tracing::debug!(%remote, error = %e, "connection ended");
-            }
-        }
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let cert =
-                stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Fingerprint::of(c));
-            let svc = service_fn(move |req| {
-                let service = service.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&service, req, cert).await) }
-            });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!(%remote, error = %e, "connection ended");
-            }
-        }
-    }
+    let per_connection = move |conn: &Conn| {
+        let cert = conn.peer_certificates.first().map(|c| Fingerprint::of(c));
+        let service = service.clone();
+        Some(service_fn(move |req| {
+            let service = service.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&service, req, cert).await) }
+        }))
+    };
+    let options = ServeOptions { name: "audit-api", max_connections, ..ServeOptions::default() };
+    let shutdown = async move { crate::until_stopped(&mut stopped).await };
+    lienthong_runtime::serve(listener, tls.map(Tls::fixed), per_connection, shutdown, options).await;
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {

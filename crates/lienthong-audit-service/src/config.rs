@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use lienthong_runtime::config::{ConfigFile, check_input, from_toml};
 use lienthong_types::NodeId;
 use serde::Deserialize;
 
@@ -28,6 +29,9 @@ pub struct AuditConfig {
     pub pull_interval_secs: u64,
     #[serde(default = "default_node_timeout")]
     pub node_timeout_secs: u64,
+    /// API connections open at once at most; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default)]
     pub auditors: Vec<AuditorConfig>,
     #[serde(default)]
@@ -40,6 +44,10 @@ fn default_pull_interval() -> u64 {
 
 fn default_node_timeout() -> u64 {
     30
+}
+
+fn default_max_connections() -> usize {
+    crate::DEFAULT_MAX_CONNECTIONS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,28 +71,15 @@ pub struct NodeConfig {
     pub url: String,
 }
 
-/// The configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+/// The configuration file could not be used: the runtime kit's error, shared by every loader.
+pub use lienthong_runtime::config::ConfigError;
 
 impl AuditConfig {
     /// Reads and checks a configuration file; relative paths come back resolved against it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut config =
-            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let file = ConfigFile::read(path)?;
+        let mut config = file.parse(Self::parse)?;
+        let resolve = |p: &mut PathBuf| file.resolve(p);
         resolve(&mut config.data_dir);
         resolve(&mut config.anchor);
         config.tls_cert.as_mut().map(resolve);
@@ -95,14 +90,30 @@ impl AuditConfig {
         Ok(config)
     }
 
+    /// Checks that every file the configuration at `path` names can be read: the serving
+    /// process calls it before it binds (the anchor may arrive after the file is written, so
+    /// loading alone does not require it).
+    pub fn check_files(&self, path: &Path) -> Result<(), ConfigError> {
+        check_input(path, "anchor", &self.anchor)?;
+        for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+            file.as_ref().map_or(Ok(()), |f| check_input(path, key, f))?;
+        }
+        for a in &self.auditors {
+            if let Some(c) = &a.certificate {
+                check_input(path, &format!("auditors.{}.certificate", a.name), c)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Self = from_toml(text)?;
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             return Err("`tls_cert` and `tls_key` go together".into());
         }
-        if config.pull_interval_secs == 0 || config.node_timeout_secs == 0 {
-            return Err("pull_interval_secs and node_timeout_secs must be positive".into());
+        if config.pull_interval_secs == 0 || config.node_timeout_secs == 0 || config.max_connections == 0 {
+            return Err("pull_interval_secs, node_timeout_secs and max_connections must be positive".into());
         }
         let mut names = BTreeSet::new();
         for a in &config.auditors {
@@ -161,6 +172,22 @@ mod tests {
     }
 
     #[test]
+    fn files_named_are_checked_before_binding_with_the_key_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.toml");
+        std::fs::write(&path, format!("{BASE}\ntls_cert = \"tls.pem\"\ntls_key = \"tls.key\"\n")).unwrap();
+        let c = AuditConfig::load(&path).unwrap();
+        let err = c.check_files(&path).unwrap_err().to_string();
+        assert!(err.contains("audit.toml") && err.contains("anchor") && err.contains("anchor.json"), "{err}");
+        std::fs::write(dir.path().join("anchor.json"), "{}").unwrap();
+        let err = c.check_files(&path).unwrap_err().to_string();
+        assert!(err.contains("tls_cert") && err.contains("tls.pem"), "{err}");
+        std::fs::write(dir.path().join("tls.pem"), "x").unwrap();
+        std::fs::write(dir.path().join("tls.key"), "x").unwrap();
+        c.check_files(&path).unwrap();
+    }
+
+    #[test]
     fn the_example_shape_parses_and_mistakes_are_named() {
         let ok = format!(
             "{BASE}\n[[auditors]]\nname = \"kt\"\napi_key_sha256 = \"{}\"\n[[nodes]]\nid = \"VN/GOV/1/ss\"\nurl = \"https://node.example:8443\"\n",
@@ -171,6 +198,7 @@ mod tests {
         for (extra, says) in [
             ("colour = \"red\"", "unknown field"),
             ("pull_interval_secs = 0", "must be positive"),
+            ("max_connections = 0", "must be positive"),
             ("tls_cert = \"a.pem\"", "go together"),
             ("[[auditors]]\nname = \"x\"", "give api_key_sha256"),
             ("[[auditors]]\nname = \"x\"\napi_key_sha256 = \"12\"", "64 hex digits"),

@@ -152,17 +152,19 @@ pub struct ServiceHandle {
 
 impl ServiceHandle {
     /// Serves the API on `listener` (HTTPS when `tls` is given, which lets auditors log in with a
-    /// certificate) and pulls every node each `pull_every` (never, when zero: the caller pulls).
+    /// certificate; at most `max_connections` open at once) and pulls every node each
+    /// `pull_every` (never, when zero: the caller pulls).
     pub fn start(
         service: Arc<AuditService>,
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
+        max_connections: usize,
         pull_every: Duration,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(api::accept_loop(service.clone(), listener, tls, stopped.clone()));
+        tasks.spawn(api::serve(service.clone(), listener, tls, max_connections, stopped.clone()));
         if !pull_every.is_zero() {
             let mut stopped = stopped;
             tasks.spawn(async move {
@@ -192,6 +194,9 @@ impl ServiceHandle {
         self.tasks.abort_all();
     }
 }
+
+/// How many API connections may be open at once unless configured (`max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// Resolves once `stopped` is set (or its sender is gone).
 pub(crate) async fn until_stopped(stopped: &mut watch::Receiver<bool>) {

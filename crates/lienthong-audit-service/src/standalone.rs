@@ -34,6 +34,8 @@ pub struct StandaloneSetup {
     pub node_timeout: Duration,
     /// Serve HTTPS with this (auditors may then log in with a certificate); plain HTTP without.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// API connections open at once at most.
+    pub max_connections: usize,
     /// Pull every node this often; never when zero (the caller pulls).
     pub pull_every: Duration,
 }
@@ -80,8 +82,17 @@ impl Standalone {
     /// Opens the store, starts the configuration client (it polls at once, then on its
     /// interval), binds `listen` and serves. Must be called inside a Tokio runtime.
     pub async fn start(setup: StandaloneSetup, listen: SocketAddr) -> Result<Self, StandaloneError> {
-        let StandaloneSetup { data_dir, anchor, nodes, credentials, auditors, node_timeout, tls, pull_every } =
-            setup;
+        let StandaloneSetup {
+            data_dir,
+            anchor,
+            nodes,
+            credentials,
+            auditors,
+            node_timeout,
+            tls,
+            max_connections,
+            pull_every,
+        } = setup;
         let collector = Collector::open(&data_dir.join(STORE_FILE))
             .map_err(|source| StandaloneError::Store { dir: data_dir.clone(), source })?;
         let conf = ConfClient::start(ConfClientConfig::new(anchor.clone(), conf_dir(&data_dir)))
@@ -98,7 +109,7 @@ impl Standalone {
             auditors,
             node_timeout,
         });
-        let handle = ServiceHandle::start(service.clone(), listener, tls, pull_every)
+        let handle = ServiceHandle::start(service.clone(), listener, tls, max_connections, pull_every)
             .map_err(StandaloneError::Serve)?;
         Ok(Self { handle, service, conf })
     }

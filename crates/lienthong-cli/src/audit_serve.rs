@@ -101,6 +101,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     let _logging = crate::logging::init()?;
     // Everything is read and checked before anything binds.
     let config = AuditConfig::load(&a.config)?;
+    config.check_files(&a.config)?;
     let anchor = read_anchor(&config.anchor)?;
     let (cert, key) = (config.data_dir.join(CERT_FILE), config.data_dir.join(KEY_FILE));
     if !cert.exists() {
@@ -141,6 +142,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         auditors,
         node_timeout: Duration::from_secs(config.node_timeout_secs),
         tls,
+        max_connections: config.max_connections,
         pull_every: Duration::from_secs(config.pull_interval_secs),
     };
     let running = Standalone::start(setup, config.listen).await?;

@@ -142,6 +142,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let _logging = crate::logging::init()?;
     // Everything is checked before anything binds.
     let config = NodeConfig::load(&a.config)?;
+    config.check_files(&a.config)?;
     let passphrase = a.passphrase.read()?;
     let keys = NodeHome::new(&config.data_dir).open(passphrase.as_deref())?;
     let listeners = Listeners::bind(&config).await?;

@@ -15,13 +15,13 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
-use crate::clock::Clock;
 use crate::error::ConfClientError;
 use crate::fetch::{Fetched, Fetcher};
 use crate::settings::ConfClientConfig;
 use crate::status::ConfStatus;
 use crate::store::{self, CONF_FILE};
 use crate::trust::{announced_keys, trusted_anchor};
+use lienthong_runtime::Clock;
 
 /// The outcome of one successful poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,7 +37,6 @@
 //! removes the file deliberately.
 
 mod client;
-mod clock;
 mod error;
 mod fetch;
 mod settings;
@@ -47,8 +46,9 @@ mod text;
 mod trust;
 
 pub use client::{ConfClient, Refresh};
-pub use clock::Clock;
 pub use error::{ConfClientError, FetchAttempt, FetchFailure};
+/// The runtime kit's clock, re-exported: the node names it through this crate.
+pub use lienthong_runtime::Clock;
 pub use settings::{
     ConfClientConfig, DEFAULT_MAX_CONF_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WARN_BEFORE,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use http::Uri;
 use lienthong_globalconf::Anchor;
 
-use crate::clock::Clock;
 use crate::error::ConfClientError;
+use lienthong_runtime::Clock;
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_WARN_BEFORE: Duration = Duration::from_secs(180);

@@ -15,12 +15,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use lienthong_confclient::{
-    CONF_FILE, Clock, ConfClient, ConfClientConfig, ConfClientError, ConfStatus, FetchFailure,
-    LEARNED_KEYS_FILE, Refresh,
+    CONF_FILE, ConfClient, ConfClientConfig, ConfClientError, ConfStatus, FetchFailure, LEARNED_KEYS_FILE,
+    Refresh,
 };
 use lienthong_globalconf::{Anchor, ConfError, ConfKey, sign, to_millis};
 use lienthong_pki::{KeyAlgorithm, PrivateKey};
 use lienthong_proto::globalconf::v1 as pb;
+use lienthong_runtime::ManualClock;
 use lienthong_types::InstanceId;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -38,22 +39,6 @@ fn t0() -> SystemTime {
 /// Every await in these tests is bounded.
 async fn within<T>(fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), fut).await.expect("timed out")
-}
-
-#[derive(Clone)]
-struct TestClock(Arc<Mutex<SystemTime>>);
-
-impl TestClock {
-    fn new() -> Self {
-        Self(Arc::new(Mutex::new(t0())))
-    }
-    fn set(&self, t: SystemTime) {
-        *self.0.lock().unwrap() = t;
-    }
-    fn clock(&self) -> Clock {
-        let now = self.0.clone();
-        Clock::from_fn(move || *now.lock().unwrap())
-    }
 }
 
 fn key() -> PrivateKey {
@@ -206,7 +191,7 @@ struct Fixture {
     server: TestServer,
     key: PrivateKey,
     dir: tempfile::TempDir,
-    clock: TestClock,
+    clock: ManualClock,
 }
 
 impl Fixture {
@@ -215,7 +200,7 @@ impl Fixture {
             server: TestServer::start().await,
             key: key(),
             dir: tempfile::tempdir().unwrap(),
-            clock: TestClock::new(),
+            clock: ManualClock::new(t0()),
         }
     }
 

@@ -20,17 +20,19 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use lienthong_runtime::{Conn, Protocols, ServeOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 /// How long `shutdown` waits for answers in progress before cutting connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A client has this long to send a request's head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections per backend at most; more are closed at once.
+const MAX_CONNECTIONS: usize = 512;
 
 /// Sample citizen ids (số định danh cá nhân) the demo's traffic uses; all are in the data.
 pub(crate) const CITIZEN_IDS: &[&str] = &[
@@ -85,6 +87,11 @@ impl Backends {
     /// Starts all three on 127.0.0.1, each on the port given (0 = any free port), in the
     /// order population, business, civil status.
     pub async fn start(ports: [u16; 3]) -> io::Result<Backends> {
+        Self::start_capped(ports, MAX_CONNECTIONS).await
+    }
+
+    /// [`Self::start`] with at most `max_connections` open per backend.
+    async fn start_capped(ports: [u16; 3], max_connections: usize) -> io::Result<Backends> {
         let [population, business, civil_status] = ports;
         // All binds before any task, so a failure leaves nothing running.
         let listeners = [
@@ -97,7 +104,9 @@ impl Backends {
         let (stop, stopped) = watch::channel(false);
         let tasks = listeners
             .into_iter()
-            .map(|(service, listener)| tokio::spawn(accept_loop(listener, service, stopped.clone())))
+            .map(|(service, listener)| {
+                tokio::spawn(serve(listener, service, max_connections, stopped.clone()))
+            })
             .collect();
         Ok(Backends { population, business, civil_status, stop, tasks })
     }
@@ -135,38 +144,28 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Serves `service` on `listener` until `stop` is set; connections in progress finish their
-/// answer (HTTP/1.1, keep-alive, by hyper).
-async fn accept_loop(listener: TcpListener, service: Service, mut stop: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let mut stop = stop.clone();
-                connections.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| async move {
-                        Ok::<_, std::convert::Infallible>(respond(service, &req))
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(REQUEST_TIMEOUT)
-                        .serve_connection(TokioIo::new(tcp), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = stopped(&mut stop) => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
-            }
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+/// answer (HTTP/1.1, keep-alive) within the grace.
+async fn serve(
+    listener: TcpListener,
+    service: Service,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let per_connection = move |_: &Conn| {
+        Some(hyper::service::service_fn(move |req| async move {
+            Ok::<_, std::convert::Infallible>(respond(service, &req))
+        }))
+    };
+    let options = ServeOptions {
+        name: "demo-backend",
+        max_connections,
+        header_read_timeout: REQUEST_TIMEOUT,
+        protocols: Protocols::Http1,
+        shutdown_grace: SHUTDOWN_GRACE,
+        ..ServeOptions::default()
+    };
+    let shutdown = async move { stopped(&mut stop).await };
+    lienthong_runtime::serve(listener, None, per_connection, shutdown, options).await;
 }
 
 /// The HTTP answer to one request: the JSON of [`answer`].
@@ -626,8 +625,10 @@ mod tests {
     use std::collections::HashSet;
 
     use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
     use time::Month;
     use tokio::net::TcpStream;
+    use tokio::task::JoinSet;
 
     use super::*;
 
@@ -768,6 +769,24 @@ mod tests {
             answered += 1;
         }
         assert_eq!(answered, 96);
+        b.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_are_closed_at_once() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let b = within(Backends::start_capped([0, 0, 0], 1)).await.expect("backends start");
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut first = within(TcpStream::connect(b.population)).await.expect("connect");
+        first.write_all(request).await.expect("write");
+        let mut buf = [0u8; 64];
+        let n = within(first.read(&mut buf)).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        let mut second = within(TcpStream::connect(b.population)).await.expect("connect");
+        let _ = second.write_all(request).await;
+        let read = timeout(Duration::from_secs(1), second.read(&mut buf)).await.expect("closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "served beyond the cap: {read:?}");
+        drop(first);
         b.shutdown().await;
     }
 

@@ -429,6 +429,7 @@ async fn start_audit(
         auditors,
         node_timeout: Duration::from_secs(10),
         tls: None,
+        max_connections: lienthong_audit_service::DEFAULT_MAX_CONNECTIONS,
         pull_every: Duration::from_secs(5),
     };
     let running = Standalone::start(setup, addr).await?;

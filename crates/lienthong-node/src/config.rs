@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lienthong_runtime::config::{ConfigFile, check_input, from_toml};
 use lienthong_types::{ServiceId, SubsystemId};
 use serde::Deserialize;
 
@@ -218,28 +219,15 @@ fn yes() -> bool {
     true
 }
 
-/// The configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+/// The configuration file could not be used: the runtime kit's error, shared by every loader.
+pub use lienthong_runtime::config::ConfigError;
 
 impl NodeConfig {
     /// Reads and checks a configuration file; relative paths come back resolved against it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut config =
-            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let file = ConfigFile::read(path)?;
+        let mut config = file.parse(Self::parse)?;
+        let resolve = |p: &mut PathBuf| file.resolve(p);
         resolve(&mut config.data_dir);
         config.consumer.tls_cert.as_mut().map(resolve);
         config.consumer.tls_key.as_mut().map(resolve);
@@ -254,9 +242,34 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Checks that every file the configuration at `path` names can be read: `node run` calls
+    /// it before it binds (the auditors' certificates may arrive after the file is written, so
+    /// loading alone does not require them).
+    pub fn check_files(&self, path: &Path) -> Result<(), ConfigError> {
+        let c = &self.consumer;
+        for (key, file) in [("consumer.tls_cert", &c.tls_cert), ("consumer.tls_key", &c.tls_key)] {
+            file.as_ref().map_or(Ok(()), |f| check_input(path, key, f))?;
+        }
+        for client in &self.clients {
+            for f in &client.certificates {
+                check_input(path, &format!("client.{}.certificates", client.subsystem), f)?;
+            }
+        }
+        for s in &self.services {
+            let files = [("ca_file", &s.ca_file), ("openapi", &s.openapi)];
+            for (key, file) in files.into_iter().filter_map(|(k, f)| f.as_ref().map(|f| (k, f))) {
+                check_input(path, &format!("service.{}.{key}", s.id), file)?;
+            }
+        }
+        for f in &self.audit.certificates {
+            check_input(path, "audit.certificates", f)?;
+        }
+        Ok(())
+    }
+
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Self = from_toml(text)?;
         if config.consumer.http.is_none() && config.consumer.https.is_none() {
             return Err("consumer: set `http`, `https` or both".into());
         }
@@ -330,5 +343,24 @@ impl NodeConfig {
 
     pub fn service_timeout(&self, s: &ServiceConfig) -> Duration {
         Duration::from_secs(s.timeout_secs.unwrap_or(self.limits.service_timeout_secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeConfig;
+
+    #[test]
+    fn files_named_are_checked_before_binding_with_the_key_in_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        let text = "data_dir = \"node\"\n[consumer]\nhttp = \"127.0.0.1:0\"\n[peer]\nlisten = \"127.0.0.1:0\"\n\
+                    [[service]]\nid = \"VN/GOV/1/ss/s\"\nurl = \"http://backend.invalid\"\nopenapi = \"s.json\"\n";
+        std::fs::write(&path, text).expect("write");
+        let c = NodeConfig::load(&path).expect("loads without the file");
+        let err = c.check_files(&path).expect_err("missing").to_string();
+        assert!(err.contains("node.toml") && err.contains("service.VN/GOV/1/ss/s.openapi"), "{err}");
+        std::fs::write(dir.path().join("s.json"), "{}").expect("write");
+        c.check_files(&path).expect("readable");
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lienthong_pki::Validity;
+use lienthong_runtime::config::{ConfigFile, from_toml};
 use lienthong_types::InstanceId;
 use serde::Deserialize;
 
@@ -38,6 +39,14 @@ pub struct HttpConfig {
     /// from `listen`.
     #[serde(default)]
     pub public_urls: Vec<String>,
+    /// Open connections at most; more are closed at once. Every node polls, so the default is
+    /// generous.
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
+}
+
+fn default_http_connections() -> usize {
+    4096
 }
 
 /// The management and admin API (gRPC over TLS).
@@ -48,6 +57,13 @@ pub struct GrpcConfig {
     /// The URLs nodes and administrators use (go into the configuration). Default: from `listen`.
     #[serde(default)]
     pub public_urls: Vec<String>,
+    /// Open connections at most; more are closed at once.
+    #[serde(default = "default_grpc_connections")]
+    pub max_connections: usize,
+}
+
+fn default_grpc_connections() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,37 +94,30 @@ impl Default for CertificatesConfig {
     }
 }
 
-/// The configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+/// The configuration file could not be used: the runtime kit's error, shared by every loader.
+pub use lienthong_runtime::config::ConfigError;
 
 impl RegistryConfig {
     /// Reads and checks a configuration file; `data_dir` comes back absolute.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut config =
-            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
-        if config.data_dir.is_relative() {
-            config.data_dir = path.parent().unwrap_or(Path::new(".")).join(&config.data_dir);
-        }
+        let file = ConfigFile::read(path)?;
+        let mut config = file.parse(Self::parse)?;
+        file.resolve(&mut config.data_dir);
         Ok(config)
     }
 
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Self = from_toml(text)?;
         let g = &config.globalconf;
         if g.refresh_secs == 0 || g.validity_secs < 2 * g.refresh_secs {
             return Err(format!(
                 "globalconf: validity_secs ({}) must be at least twice refresh_secs ({}), which must be positive",
                 g.validity_secs, g.refresh_secs
             ));
+        }
+        if config.http.max_connections == 0 || config.grpc.max_connections == 0 {
+            return Err("http.max_connections and grpc.max_connections must be positive".into());
         }
         if config.certificates.validity_days == 0 {
             return Err("certificates: validity_days must be positive".into());

@@ -1,13 +1,14 @@
-//! The gRPC side: TLS accept loop, the peer's certificate identity attached to every request,
-//! and the two services. Administrators are authenticated by their client certificate;
-//! management requests by their signature (a first node registration has no certificate yet).
+//! The gRPC side: the two services on the runtime kit's `serve` (TLS, the connection cap, the
+//! drain), with the peer's certificate identity attached to every request. Administrators are
+//! authenticated by their client certificate; management requests by their signature (a first
+//! node registration has no certificate yet).
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use hyper::body::Incoming;
 use lienthong_pki::tls::{TlsIdentity, peer_certificate_identity, registry_server_config};
 use lienthong_pki::{Fingerprint, Identity};
 use lienthong_proto::convert::{known_enum, optional, required};
@@ -15,19 +16,15 @@ use lienthong_proto::globalconf::v1 as gc;
 use lienthong_proto::registry::v1 as pb;
 use lienthong_proto::registry::v1::admin_service_server::{AdminService, AdminServiceServer};
 use lienthong_proto::registry::v1::management_service_server::{ManagementService, ManagementServiceServer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tonic::transport::server::Connected;
+use lienthong_runtime::{Conn, Protocols, ServeOptions, Tls};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
+use tower::ServiceExt as _;
 
 use crate::error::RegistryError;
 use crate::registry::Registry;
-
-/// Handshakes in flight at once; more wait in the accept queue.
-const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// Who is on the other end of a connection, from its client certificate (if it sent one).
 #[derive(Debug, Clone)]
@@ -35,94 +32,64 @@ pub(crate) struct Peer {
     identity: Option<(Identity, Fingerprint)>,
 }
 
-/// A TLS connection that tells tonic who the peer is.
-struct TlsConn(TlsStream<TcpStream>);
+/// The services for one connection, with its peer attached to every request.
+#[derive(Clone)]
+struct Connection {
+    routes: Routes,
+    peer: Peer,
+}
 
-impl Connected for TlsConn {
-    type ConnectInfo = Peer;
-    fn connect_info(&self) -> Peer {
-        let certs = self.0.get_ref().1.peer_certificates().unwrap_or_default();
-        Peer { identity: peer_certificate_identity(certs) }
+impl hyper::service::Service<http::Request<Incoming>> for Connection {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer.clone());
+        Box::pin(self.routes.clone().oneshot(req))
     }
 }
 
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Builds the gRPC server future; it ends when `stopped` turns true.
+/// Builds the gRPC server future; it ends when `stopped` turns true and open calls finished
+/// (within the options' grace).
 pub(crate) fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     tls: &TlsIdentity,
     stopped: watch::Receiver<bool>,
+    max_connections: usize,
 ) -> Result<impl Future<Output = ()> + Send + 'static, RegistryError> {
     let mut config = registry_server_config(tls, std::slice::from_ref(registry.ca_certificate()))
         .map_err(RegistryError::internal)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let (conns, incoming) = mpsc::channel::<Result<TlsConn, io::Error>>(MAX_PENDING_HANDSHAKES);
-    let mut stop_accepting = stopped.clone();
-    let accept_loop = async move {
-        loop {
-            let (stream, addr) = tokio::select! {
-                _ = stop_accepting.wait_for(|s| *s) => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
-                },
-            };
-            let acceptor = acceptor.clone();
-            let conns = conns.clone();
-            // Handshakes run apart from the accept loop so a slow client cannot stall others.
-            tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
-                match handshake.await {
-                    Ok(Ok(tls)) => {
-                        let _ = conns.send(Ok(TlsConn(tls))).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%addr, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
-                }
-            });
-        }
-    };
     let instance = registry.settings().instance.clone();
     let admin = AdminApi { registry: registry.clone(), instance };
     let management = ManagementApi { registry };
+    let routes =
+        Routes::new(ManagementServiceServer::new(management)).add_service(AdminServiceServer::new(admin));
+    let per_connection = move |conn: &Conn| {
+        Some(Connection {
+            routes: routes.clone(),
+            peer: Peer { identity: peer_certificate_identity(&conn.peer_certificates) },
+        })
+    };
+    let options = ServeOptions {
+        name: "registry-grpc",
+        max_connections,
+        protocols: Protocols::Http2,
+        ..Default::default()
+    };
     let mut stopped = stopped;
-    let server = tonic::transport::Server::builder()
-        .add_service(ManagementServiceServer::new(management))
-        .add_service(AdminServiceServer::new(admin))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-    Ok(async move {
-        let accept = tokio::spawn(accept_loop);
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-        accept.abort();
-    })
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    Ok(lienthong_runtime::serve(
+        listener,
+        Some(Tls::fixed(Arc::new(config))),
+        per_connection,
+        shutdown,
+        options,
+    ))
 }
 
 /// Runs a blocking registry operation (redb commits fsync) off the async workers.

@@ -11,8 +11,8 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use lienthong_pki::tls::TlsIdentity;
+use lienthong_runtime::{Protocols, ServeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -87,29 +87,31 @@ pub fn serve_on(
     let (registry, tls) = home.open(settings, passphrase, clock.clone())?;
     // The anchor reflects the keys and URLs in force now.
     home.write_anchor(&registry, clock())?;
-    start(Arc::new(registry), tls, http, grpc, config.refresh_interval())
+    start(Arc::new(registry), tls, http, grpc, config)
 }
 
 fn local_addr(l: &TcpListener) -> Result<SocketAddr, RegistryError> {
     l.local_addr().map_err(RegistryError::internal)
 }
 
-/// Serves an open registry on already bound listeners.
+/// Serves an open registry on already bound listeners, with `config`'s refresh interval and
+/// connection caps.
 pub fn start(
     registry: Arc<Registry>,
     tls: TlsIdentity,
     http: TcpListener,
     grpc: TcpListener,
-    refresh: Duration,
+    config: &RegistryConfig,
 ) -> Result<RunningRegistry, RegistryError> {
     let (stop, stopped) = watch::channel(false);
     let http_addr = local_addr(&http)?;
     let grpc_addr = local_addr(&grpc)?;
     let mut tasks = JoinSet::new();
-    tasks.spawn(serve_http(http, registry.clone(), stopped.clone()));
-    let grpc_server = grpc::serve(grpc, registry.clone(), &tls, stopped.clone())?;
+    tasks.spawn(serve_http(http, registry.clone(), stopped.clone(), config.http.max_connections));
+    let grpc_server =
+        grpc::serve(grpc, registry.clone(), &tls, stopped.clone(), config.grpc.max_connections)?;
     tasks.spawn(grpc_server);
-    tasks.spawn(refresh_loop(registry.clone(), refresh, stopped));
+    tasks.spawn(refresh_loop(registry.clone(), config.refresh_interval(), stopped));
     tracing::info!(%http_addr, %grpc_addr, instance = %registry.settings().instance, "registry serving");
     Ok(RunningRegistry { registry, http_addr, grpc_addr, stop, tasks })
 }
@@ -139,41 +141,29 @@ async fn refresh_loop(registry: Arc<Registry>, every: Duration, stopped: watch::
     }
 }
 
-async fn serve_http(listener: TcpListener, registry: Arc<Registry>, stopped: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    let stop = until_stopped(stopped.clone());
-    tokio::pin!(stop);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
+/// Serves the configuration over plain HTTP/1.1 until `stopped`: many nodes poll it, so the
+/// connection cap keeps a flood from exhausting descriptors.
+async fn serve_http(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    stopped: watch::Receiver<bool>,
+    max_connections: usize,
+) {
+    let per_connection = move |_: &lienthong_runtime::Conn| {
         let registry = registry.clone();
-        let stopped = stopped.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let registry = registry.clone();
-                async move { Ok::<_, Infallible>(handle_http(&req, &registry)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = until_stopped(stopped) => conn.as_mut().graceful_shutdown(),
-            }
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    while connections.join_next().await.is_some() {}
+        Some(service_fn(move |req| {
+            let registry = registry.clone();
+            async move { Ok::<_, Infallible>(handle_http(&req, &registry)) }
+        }))
+    };
+    let options = ServeOptions {
+        name: "registry-http",
+        max_connections,
+        protocols: Protocols::Http1,
+        header_read_timeout: Duration::from_secs(10),
+        ..ServeOptions::default()
+    };
+    lienthong_runtime::serve(listener, None, per_connection, until_stopped(stopped), options).await;
 }
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -16,6 +16,7 @@ fn the_example_configuration_is_valid() {
     assert!(config.data_dir.is_absolute(), "data_dir is resolved against the file");
     assert_eq!(config.globalconf.validity_secs, 600);
     assert!(!config.auto_approve.register_node);
+    assert_eq!((config.http.max_connections, config.grpc.max_connections), (4096, 1024));
     let settings = config.settings(config.http.listen, config.grpc.listen);
     // The example's public URLs name the addresses it listens on.
     assert_eq!(settings.conf_urls, vec![format!("http://{}/globalconf", config.http.listen)]);
@@ -48,4 +49,12 @@ fn bad_configuration_files_are_refused_with_a_clear_error() {
     assert!(plain_api.contains("https"), "{plain_api}");
     let missing = refused("instance = \"VN\"\n");
     assert!(missing.contains("missing field"), "{missing}");
+}
+
+#[test]
+fn connection_caps_default_and_must_be_positive() {
+    let c = RegistryConfig::parse(MINIMAL).unwrap();
+    assert_eq!((c.http.max_connections, c.grpc.max_connections), (4096, 1024));
+    let zero = refused(&MINIMAL.replace("[grpc]", "max_connections = 0\n[grpc]"));
+    assert!(zero.contains("max_connections"), "{zero}");
 }

@@ -56,7 +56,7 @@ impl TestClock {
     }
     fn clock(&self) -> Clock {
         let t = self.0.clone();
-        Arc::new(move || UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst)))
+        Clock::from_fn(move || UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst)))
     }
 }
 

@@ -99,8 +99,14 @@ impl AuditFixture {
     pub async fn start(setup: ServiceSetup) -> Self {
         let service = AuditService::new(setup);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let handle =
-            ServiceHandle::start(service, listener, None, Duration::ZERO).expect("the service starts");
+        let handle = ServiceHandle::start(
+            service,
+            listener,
+            None,
+            lienthong_audit_service::DEFAULT_MAX_CONNECTIONS,
+            Duration::ZERO,
+        )
+        .expect("the service starts");
         let addr = handle.addr;
         Self { handle, addr }
     }

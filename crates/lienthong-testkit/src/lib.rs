@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use lienthong_confclient::Clock as NodeClock;
 use lienthong_globalconf::{Anchor, sign_request};
 use lienthong_node::home::{InitOptions as NodeInitOptions, NodeHome};
 use lienthong_node::{NodeConfig, NodeHandle, StartOptions};
@@ -31,6 +30,7 @@ use lienthong_proto::globalconf::v1 as gc;
 use lienthong_proto::registry::v1 as pb;
 use lienthong_registry::admin::{AdminSession, GrantTo, NewGrant};
 use lienthong_registry::{InitOptions, RegistryConfig, RegistryHome, RunningRegistry, serve_on};
+use lienthong_runtime::{Clock as NodeClock, OffsetClock};
 use lienthong_types::{ClientId, MemberId, NodeId, ServiceId, SubsystemId};
 
 pub use backend::{MockBackend, Mode, Seen};
@@ -52,30 +52,25 @@ pub async fn within<T>(f: impl Future<Output = T>) -> T {
 /// A clock every component of a topology shares, so expiry and skew can be reached without
 /// waiting. Nodes can be given their own offset on top.
 #[derive(Clone, Default, Debug)]
-pub struct TestClock(Arc<AtomicI64>);
+pub struct TestClock(OffsetClock);
 
 impl TestClock {
     pub fn now(&self) -> SystemTime {
-        let offset = self.0.load(Ordering::SeqCst);
-        if offset >= 0 {
-            SystemTime::now() + Duration::from_secs(offset as u64)
-        } else {
-            SystemTime::now() - Duration::from_secs(offset.unsigned_abs())
-        }
+        self.0.now()
     }
 
     pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.0.advance(secs);
+    }
+
+    /// The same clock, as a component sees it.
+    pub fn clock(&self) -> NodeClock {
+        self.0.clock()
     }
 
     /// The same clock, as a node sees it, shifted by `skew_secs`.
     pub fn for_node(&self, skew: Arc<AtomicI64>) -> NodeClock {
-        let c = self.clone();
-        NodeClock::from_fn(move || {
-            let s = skew.load(Ordering::SeqCst);
-            let t = c.now();
-            if s >= 0 { t + Duration::from_secs(s as u64) } else { t - Duration::from_secs(s.unsigned_abs()) }
-        })
+        self.0.skewed(skew)
     }
 }
 
@@ -136,8 +131,7 @@ impl TestRegistry {
         let path = dir.join("registry.toml");
         std::fs::write(&path, toml).expect("write registry.toml");
         let config = RegistryConfig::load(&path).expect("valid registry config");
-        let c = clock.clone();
-        let reg_clock: lienthong_registry::Clock = Arc::new(move || c.now());
+        let reg_clock = clock.clock();
         let home = RegistryHome::new(&config.data_dir);
         let opts = InitOptions {
             instance: config.instance.clone(),
@@ -426,8 +420,7 @@ impl Topology {
         opts.subsystems = spec.subsystems.clone();
         opts.wait = Some(Duration::from_secs(20));
         opts.max_poll_interval = Duration::from_millis(50);
-        let c = clock.clone();
-        opts.clock = NodeClock::from_fn(move || c.now());
+        opts.clock = clock.clock();
         let outcome = within(home.init(&opts)).await.expect("node init");
         assert!(outcome.is_complete(), "node init incomplete: {outcome:?}");
         let skew = Arc::new(AtomicI64::new(0));
@@ -831,7 +824,7 @@ impl Topology {
             chain: vec![Certificate::from_pem(&read("tls.pem")).expect("TLS certificate"), r.ca.clone()],
             key: Arc::new(lienthong_pki::PrivateKey::from_pem(&read("tls.key"), None).expect("TLS key")),
         };
-        lienthong_registry::start(r.running.registry.clone(), tls, http, grpc, r.config.refresh_interval())
+        lienthong_registry::start(r.running.registry.clone(), tls, http, grpc, &r.config)
             .expect("registry serves")
     }
 }

@@ -28,12 +28,11 @@ mod nodes;
 mod publication;
 mod requests;
 
-/// What time it is; a parameter so tests can move the clock.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+pub use lienthong_runtime::Clock;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(SystemTime::now)
+    Clock::system()
 }
 
 /// Which management requests take effect without an operator's decision.
