@@ -28,9 +28,9 @@ use lienthong_proto::msglog::v1 as pb;
 use lienthong_proto::types::v1 as types_pb;
 use prost::Message;
 
-use crate::consumer::ConnInfo;
 use crate::exchange_log::Side;
 use crate::refusal_limit::Kind;
+use crate::routes::ConnInfo;
 use crate::state::{Body, NodeState, full, new_detail};
 
 /// The prefix the consumer listeners route here.

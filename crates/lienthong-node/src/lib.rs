@@ -17,6 +17,7 @@ pub mod peer;
 mod provider;
 mod refusal_limit;
 mod replay;
+mod routes;
 mod server;
 mod state;
 mod witness;
@@ -29,4 +30,6 @@ pub use confclient::{
     LEARNED_KEYS_FILE, Refresh,
 };
 pub use config::NodeConfig;
+/// What [`StartOptions::protection`] takes.
+pub use lienthong_exchange::{Protection, Signed};
 pub use server::{Listeners, NodeHandle, StartError, StartOptions};

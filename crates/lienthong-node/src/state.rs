@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use lienthong_exchange::{Reject, error_body};
-use lienthong_globalconf::{Freshness, VerifiedConf, to_millis};
+use lienthong_exchange::{Protection, Reject, error_body};
+use lienthong_globalconf::{VerifiedConf, to_millis};
 use lienthong_pki::Fingerprint;
 use lienthong_types::{Fault, ServiceId, SubsystemId};
 use tokio::sync::watch;
@@ -57,9 +57,9 @@ pub(crate) struct NodeState {
     pub next_node: AtomicUsize,
     /// When this process started serving: the replay memory is empty before then.
     pub started_at_ms: i64,
-    /// Benchmark only ([`crate::StartOptions::transport_only`]): no signatures made or checked,
-    /// no exchange records written.
-    pub transport_only: bool,
+    /// How envelopes are proven and whether exchanges are recorded: [`lienthong_exchange::Signed`]
+    /// unless a tool swapped in another ([`crate::StartOptions::protection`]).
+    pub protection: Arc<dyn Protection>,
     /// Which refusals of unauthenticated traffic get a record of their own.
     pub refusals: Mutex<RefusalLimiter>,
     /// What the checkpointer last achieved with the registry's witness (for `/readyz`).
@@ -74,10 +74,16 @@ impl NodeState {
     /// The current global configuration if it may be used now; `fault` otherwise.
     pub(crate) fn usable_conf(&self, fault: Fault) -> Result<Arc<VerifiedConf>, Reject> {
         let conf = self.conf.borrow().clone();
-        match conf {
-            Some(c) if Freshness::of(&c.conf, self.now(), Duration::ZERO).is_usable() => Ok(c),
-            Some(_) => Err(Reject::new(fault, "this node's global configuration has expired")),
-            None => Err(Reject::new(fault, "this node has no global configuration yet")),
+        lienthong_exchange::conf::usable(conf.as_deref().map(|c| &c.conf), self.now(), fault)?;
+        conf.ok_or_else(|| Reject::new(fault, "this node has no global configuration yet"))
+    }
+
+    /// The node as the protocol steps see it.
+    pub(crate) fn node(&self) -> lienthong_exchange::Node<'_> {
+        lienthong_exchange::Node {
+            id: &self.keys.node,
+            signing: &self.keys.signing,
+            protection: self.protection.as_ref(),
         }
     }
 
