@@ -366,7 +366,7 @@ impl<'a> Prepared<'a> {
         env.created_at_ms = to_millis(now);
         env.body_sha256 = body.sha256.to_vec();
         env.body_length = body.len;
-        if let Err(_e) = node.protection.sign_request(&mut env, signer) {
+        if node.protection.sign_request(&mut env, signer).is_err() {
             let reject = Reject::new(Fault::ClientInternalError, "the request could not be signed");
             return Err(Refused::new(reject, Role::Consumer, facts));
         }
@@ -414,11 +414,6 @@ impl<'a> Sealed<'a> {
     /// The provider nodes to try, in order.
     pub fn nodes(&self) -> &[NodeId] {
         &self.nodes
-    }
-
-    /// The name of the header that carries [`Sealed::header`].
-    pub fn header_name(&self) -> &'static str {
-        ENVELOPE_HEADER
     }
 
     /// The request's record was appended: a refusal from now on is its response.
