@@ -265,6 +265,44 @@ fn core_crates_do_no_io() {
 }
 
 #[test]
+fn no_production_code_path_reads_a_benchmark_flag() {
+    // Transport-only measurement is a `Protection` the benchmark crate owns (decision 0011):
+    // no other crate's sources name a benchmark mode, and only `Signed` (in the exchange crate)
+    // and the benchmark's own type implement the trait outside tests.
+    let flags = ["transport_only", "TransportOnly", "benchmark_", "--benchmark", "admit_without_signature"];
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "lienthong-bench" {
+            continue;
+        }
+        for (file, text) in rust_files(&dir.join("src")) {
+            for flag in flags {
+                assert!(
+                    !text.contains(flag),
+                    "{} names {flag}: benchmark modes live in lienthong-bench",
+                    file.display()
+                );
+            }
+            let implements = text.contains("impl Protection for") || text.contains("Protection for ");
+            let allowed = name == "lienthong-exchange" && file.ends_with("protection.rs");
+            assert!(
+                !implements || allowed,
+                "{} implements Protection: only Signed and the benchmark's may",
+                file.display()
+            );
+        }
+    }
+    // The production binary cannot link the benchmark's protection.
+    let deps = direct_deps();
+    for (name, d) in &deps {
+        if name != "lienthong-bench" {
+            assert!(!d.contains("lienthong-bench"), "{name} depends on lienthong-bench");
+        }
+    }
+}
+
+#[test]
 fn no_openssl_or_native_tls_anywhere() {
     let resolved = resolved_packages();
     for banned in ["openssl", "openssl-sys", "native-tls", "ring"] {
@@ -472,7 +510,7 @@ fn referenced_paths(code: &str, module: &[String]) -> Vec<ModPath> {
 fn no_file_level_import_cycles() {
     // Crates whose cycles another change of issue 15 removes (the node's split into consumer,
     // provider, peer and enrollment modules); an entry here is a debt, not a licence.
-    let pending: &[&str] = &["lienthong-node"];
+    let pending: &[&str] = &[];
     let mut found = Vec::new();
     for entry in std::fs::read_dir(root().join("crates")).unwrap() {
         let krate = entry.unwrap().path();

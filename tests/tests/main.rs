@@ -23,7 +23,6 @@ mod node_faults;
 mod node_large_body;
 mod node_meta;
 mod node_refusal_flood;
-mod node_transport_only;
 mod registry_e2e;
 mod witness_e2e;
 

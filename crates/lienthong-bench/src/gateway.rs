@@ -2,7 +2,8 @@
 //! The pairs are set up like any deployment, through the registry (membership, `node init`
 //! with keys, certificates and registration, service publication, grants), using the
 //! testkit's in-process registry, which stays in this process to serve the configuration.
-//! The C pair runs with `--benchmark-transport-only`; the D pair in full.
+//! The C pair runs as this binary's own transport-only nodes (`lienthong-bench transport-node`,
+//! see `lienthong_bench::transport_only`); the D pair as `lienthong node serve`, in full.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -57,6 +58,7 @@ fn service_of(tag: &str) -> String {
 
 pub(crate) async fn start(
     lienthong: &Path,
+    bench: &Path,
     backend: SocketAddr,
     cpu: Option<u32>,
     dir: &Path,
@@ -123,11 +125,12 @@ pub(crate) async fn start(
             ),
         )?;
         let config_s = config.display().to_string();
-        let mut args = vec!["node", "serve", "--config", config_s.as_str()];
-        if tag == "c" {
-            args.push("--benchmark-transport-only");
-        }
-        let mut proc = Proc::start(&name, lienthong, &args, cpu, &dir.join(format!("{name}.log")))?;
+        let (program, args) = if tag == "c" {
+            (bench, vec!["transport-node", "--config", config_s.as_str()])
+        } else {
+            (lienthong, vec!["node", "serve", "--config", config_s.as_str()])
+        };
+        let mut proc = Proc::start(&name, program, &args, cpu, &dir.join(format!("{name}.log")))?;
         wait_listening(&mut proc, http, Duration::from_secs(20))?;
         wait_listening(&mut proc, peer, Duration::from_secs(20))?;
         procs.push((tag, role, http, proc));

@@ -4,7 +4,8 @@
 //!
 //! Topologies, all on 127.0.0.1, one backend answering 1 KiB to a 1 KiB POST:
 //! A direct to the backend; B nginx -> mTLS -> nginx -> backend; C two Lienthong nodes with
-//! signing and logging off (`--benchmark-transport-only`); D two Lienthong nodes in full.
+//! signing and logging off (this binary's own `transport-node`, see
+//! `lienthong_bench::transport_only`); D two Lienthong nodes in full (`lienthong node serve`).
 //! The system under test (the two proxies or nodes) runs on CPU 0; the backend, wrk and this
 //! harness on CPU 1 (`--pin none` to let the scheduler place everything).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -44,6 +45,12 @@ enum Command {
     Backend {
         #[arg(long)]
         listen: SocketAddr,
+    },
+    /// A transport-only node of topology C (the harness starts it itself).
+    #[command(hide = true)]
+    TransportNode {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -99,8 +106,13 @@ pub(crate) struct RunArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Backend { listen }) = cli.command {
-        return backend::run(listen);
+    match cli.command {
+        Some(Command::Backend { listen }) => return backend::run(listen),
+        Some(Command::TransportNode { config }) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return rt.block_on(lienthong_bench::transport_only::run_node(&config));
+        }
+        None => {}
     }
     let args = cli.run;
     for tool in ["wrk", "openssl", "taskset"] {

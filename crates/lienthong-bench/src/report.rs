@@ -213,7 +213,7 @@ pub(crate) async fn run(
     eprintln!("• starting nginx (B)");
     let chain = nginx::start(&dir.join("nginx"), backend_addr, sut_cpu_id)?;
     eprintln!("• setting up and starting four Lienthong nodes (C, D)");
-    let nodes = gateway::start(&lienthong, backend_addr, sut_cpu_id, &dir).await?;
+    let nodes = gateway::start(&lienthong, &exe, backend_addr, sut_cpu_id, &dir).await?;
 
     let mk = |topo, url, client, sut| make_target(&dir, topo, url, client, sut);
     let mut targets = vec![

@@ -10,7 +10,8 @@ use lienthong_proto::convert::{IntoDomain, required};
 use lienthong_proto::exchange::v1 as pb;
 use lienthong_types::{ClientId, Fault, NodeId, ServiceId};
 
-use crate::{Reject, envelope, meta};
+use crate::protection::{Protection, Signed};
+use crate::{Reject, meta};
 
 /// A request the provider may serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +20,8 @@ pub struct Admitted {
     pub service: ServiceId,
     /// The grant that allows it; `None` for metaservices, which need none.
     pub grant_id: Option<String>,
-    /// The certificate that signed the request; `None` only from [`admit_without_signature`].
+    /// The certificate that signed the request; `None` only under a [`Protection`] that checks
+    /// no signatures.
     pub signer: Option<Fingerprint>,
 }
 
@@ -151,7 +153,8 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Admits or refuses a request envelope that arrived from `peer` (the node proven by mTLS).
+/// Admits or refuses a request envelope that arrived from `peer` (the node proven by mTLS),
+/// with its signature checked.
 pub fn admit(
     conf: &GlobalConf,
     own_node: &NodeId,
@@ -160,32 +163,18 @@ pub fn admit(
     now: SystemTime,
     max_skew: Duration,
 ) -> Result<Admitted, Reject> {
-    admit_checking(conf, own_node, peer, env, now, max_skew, true)
+    admit_with(conf, own_node, peer, env, now, max_skew, &Signed)
 }
 
-/// [`admit`] without the request's signature check, for the node's benchmark-only
-/// transport-only mode: every other check is made in the same order, but nothing proves that
-/// the client member sent the request, so what is admitted this way is no evidence. Never for
-/// real traffic.
-pub fn admit_without_signature(
+/// [`admit`], with the signature checked by `protection` at its place in the order.
+pub fn admit_with(
     conf: &GlobalConf,
     own_node: &NodeId,
     peer: &NodeId,
     env: &pb::RequestEnvelope,
     now: SystemTime,
     max_skew: Duration,
-) -> Result<Admitted, Reject> {
-    admit_checking(conf, own_node, peer, env, now, max_skew, false)
-}
-
-fn admit_checking(
-    conf: &GlobalConf,
-    own_node: &NodeId,
-    peer: &NodeId,
-    env: &pb::RequestEnvelope,
-    now: SystemTime,
-    max_skew: Duration,
-    check_signature: bool,
+    protection: &dyn Protection,
 ) -> Result<Admitted, Reject> {
     let client: ClientId = required(env.client.clone(), "client").map_err(|e| invalid(e.to_string()))?;
     let service: ServiceId = required(env.service.clone(), "service").map_err(|e| invalid(e.to_string()))?;
@@ -231,8 +220,7 @@ fn admit_checking(
             format!("the message time differs from this node's clock by {} s", skew.as_secs()),
         ));
     }
-    let signer =
-        if check_signature { Some(envelope::verify_request(env, client.member(), conf, now)?) } else { None };
+    let signer = protection.verify_request(env, client.member(), conf, now)?;
     if !conf.nodes_hosting(&service.subsystem).any(|n| &n.id == own_node) {
         return Err(Reject::new(
             Fault::ServerUnknownService,

@@ -142,6 +142,40 @@ pub fn request_hash(
     }
 }
 
+/// [`request_hash`] of a request envelope for `service`, over the canonical path both nodes
+/// hash: the service's r1 path, the rest of the path, and the query. The one place that path is
+/// built.
+pub fn envelope_request_hash(
+    env: &lienthong_proto::exchange::v1::RequestEnvelope,
+    service: &lienthong_types::ServiceId,
+    body_sha512: Option<&[u8; 64]>,
+) -> String {
+    let mut path = service.r1_path();
+    path.push_str(&env.path);
+    if !env.query.is_empty() {
+        path.push('?');
+        path.push_str(&env.query);
+    }
+    request_hash(&env.method, &path, &env.headers, body_sha512)
+}
+
+/// Why a `Content-Length` could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Content-Length is malformed or repeated")]
+pub struct BadContentLength;
+
+/// The declared `Content-Length`, if any. The one reader: a client's request is refused for a
+/// malformed or repeated one; a peer's or a backend's only loses the hint (its body is still
+/// checked against what was signed or read to the end).
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, BadContentLength> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(BadContentLength);
+    }
+    first.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or(BadContentLength)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -475,19 +475,61 @@ fn a_pinned_node_must_host_the_service_and_be_open() {
     assert_eq!(pinned(&f, NODE_B2), Ok(vec![NODE_B2.to_owned()]));
 }
 
+/// A protection that checks no signatures, as the benchmark's transport-only nodes run.
+#[derive(Debug)]
+struct Unsigned;
+
+impl lienthong_exchange::Protection for Unsigned {
+    fn sign_request(
+        &self,
+        _: &mut pb::RequestEnvelope,
+        _: lienthong_exchange::envelope::Signer<'_>,
+    ) -> Result<(), lienthong_pki::SignatureError> {
+        Ok(())
+    }
+    fn sign_response(
+        &self,
+        _: &mut pb::ResponseEnvelope,
+        _: lienthong_exchange::envelope::Signer<'_>,
+    ) -> Result<(), lienthong_pki::SignatureError> {
+        Ok(())
+    }
+    fn verify_request(
+        &self,
+        _: &pb::RequestEnvelope,
+        _: &lienthong_types::MemberId,
+        _: &lienthong_globalconf::GlobalConf,
+        _: std::time::SystemTime,
+    ) -> Result<Option<lienthong_pki::Fingerprint>, lienthong_exchange::Reject> {
+        Ok(None)
+    }
+    fn verify_response(
+        &self,
+        _: &pb::ResponseEnvelope,
+        _: &lienthong_types::MemberId,
+        _: &lienthong_globalconf::GlobalConf,
+        _: std::time::SystemTime,
+    ) -> Result<(), lienthong_exchange::Reject> {
+        Ok(())
+    }
+    fn keeps_records(&self) -> bool {
+        false
+    }
+}
+
 #[test]
-fn admission_without_the_signature_check_makes_every_other_check() {
-    // The node's benchmark-only transport-only mode: an unsigned request is admitted, with no
-    // signer, but sender, hosting, clock and grant are checked as always.
+fn admission_under_a_protection_without_signatures_makes_every_other_check() {
+    // The benchmark's transport-only protection: an unsigned request is admitted, with no
+    // signer, but sender, hosting, clock and grant are checked as always, in the same order.
     let f = Fixture::new();
     let without = |own: &str, peer: &str, env: &pb::RequestEnvelope| {
-        access::admit_without_signature(&f.conf, &node(own), &node(peer), env, f.now, SKEW)
+        access::admit_with(&f.conf, &node(own), &node(peer), env, f.now, SKEW, &Unsigned)
     };
     let unsigned = f.unsigned_request(PETS);
     assert_eq!(unsigned.signature, None);
     let a = without(NODE_B1, NODE_A, &unsigned).unwrap();
     assert_eq!((a.grant_id.as_deref(), a.signer), (Some("g-pets"), None));
-    // `admit` itself still refuses it.
+    // `admit` itself (the signed protection) still refuses it.
     refused(admit(&f, &unsigned), Fault::ServerMissingSignature, "no signature");
 
     refused(without(NODE_B1, NODE_B2, &unsigned), Fault::ServerSslAuthenticationFailed, "as its sender");

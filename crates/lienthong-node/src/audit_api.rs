@@ -28,10 +28,11 @@ use lienthong_proto::msglog::v1 as pb;
 use lienthong_proto::types::v1 as types_pb;
 use prost::Message;
 
-use crate::consumer::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::exchange_log::Side;
 use crate::refusal_limit::Kind;
-use crate::state::{Body, NodeState, full, new_detail};
+use crate::respond::{Body, full, new_detail};
+use crate::state::NodeState;
 
 /// The prefix the consumer listeners route here.
 pub(crate) const PREFIX: &str = "/audit/";

@@ -22,6 +22,8 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
+use lienthong_exchange::Digests;
+use lienthong_exchange::failure::BodyProblem;
 use sha2::{Digest, Sha256, Sha512};
 use tokio::task::JoinHandle;
 
@@ -83,6 +85,20 @@ pub enum BodyError {
     /// The local spool file failed (disk full, for instance).
     #[error("the body could not be stored: {0}")]
     Io(#[source] io::Error),
+}
+
+impl BodyError {
+    /// What went wrong, for the protocol's one mapping to a fault
+    /// ([`lienthong_exchange::failure::body_fault`]).
+    pub fn problem(&self) -> BodyProblem {
+        match self {
+            BodyError::TooLarge { .. } => BodyProblem::TooLarge,
+            BodyError::Timeout => BodyProblem::Timeout,
+            BodyError::TooSlow { .. } => BodyProblem::TooSlow,
+            BodyError::Io(_) => BodyProblem::Storage,
+            BodyError::Incomplete | BodyError::Read(_) => BodyProblem::Broken,
+        }
+    }
 }
 
 /// SHA-256 and SHA-512 of the same bytes, updated together.
@@ -158,6 +174,11 @@ impl SpooledBody {
 
     pub fn sha512(&self) -> [u8; 64] {
         self.sha512
+    }
+
+    /// What the protocol steps check and sign of the body.
+    pub fn digests(&self) -> Digests {
+        Digests { sha256: self.sha256, sha512: self.sha512, len: self.len }
     }
 
     /// True when the body is in a temporary file rather than in memory.

@@ -9,7 +9,8 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode};
 use lienthong_globalconf::Freshness;
 
-use crate::state::{Body, NodeState, full};
+use crate::respond::{Body, full};
+use crate::state::NodeState;
 
 pub(crate) async fn respond(state: &NodeState, ready_check: bool) -> Response<Body> {
     let (status, body) = if ready_check { readiness(state).await } else { liveness(state) };

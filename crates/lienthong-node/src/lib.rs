@@ -7,6 +7,7 @@ mod audit_api;
 pub mod backend;
 pub mod body;
 pub mod config;
+mod conn;
 mod consumer;
 mod exchange_log;
 pub mod federation;
@@ -17,6 +18,8 @@ pub mod peer;
 mod provider;
 mod refusal_limit;
 mod replay;
+mod respond;
+mod routes;
 mod server;
 mod state;
 mod witness;
@@ -24,4 +27,6 @@ mod witness;
 pub use witness::RegistryWitness;
 
 pub use config::NodeConfig;
+/// What [`StartOptions::protection`] takes.
+pub use lienthong_exchange::{Protection, Signed};
 pub use server::{Listeners, NodeHandle, StartError, StartOptions};

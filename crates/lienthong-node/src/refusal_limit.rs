@@ -261,7 +261,7 @@ pub(crate) fn summary_record(
         Kind::PeerTls | Kind::Audit => pb::Role::Provider,
     };
     pb::LogRecord {
-        message_id: format!("refusals-{}", crate::state::new_detail()),
+        message_id: format!("refusals-{}", crate::respond::new_detail()),
         direction: pb::Direction::Request as i32,
         role: role as i32,
         node: Some(node.into()),

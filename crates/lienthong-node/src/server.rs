@@ -14,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lienthong_confclient::{Clock, ConfClient, ConfClientConfig, ConfClientError};
+use lienthong_exchange::{Protection, Signed};
 use lienthong_globalconf::{GlobalConf, VerifiedConf, to_millis};
 use lienthong_msglog::witness::{Checkpointer, Witness};
 use lienthong_msglog::{CheckpointSigner, LogConfig, LogStore, MessageLog, SegmentStore};
@@ -31,7 +32,7 @@ use crate::federation::Federation;
 use crate::backend::{BackendClient, BackendTls};
 use crate::body::BodyLimits;
 use crate::config::NodeConfig;
-use crate::consumer::{self, ConnInfo};
+use crate::conn::ConnInfo;
 use crate::exchange_log::ExchangeLog;
 use crate::home::NodeKeys;
 use crate::peer::{
@@ -39,6 +40,7 @@ use crate::peer::{
 };
 use crate::refusal_limit::{Kind, Limits as RefusalLimits, RefusalLimiter, summary_record};
 use crate::replay::ReplayGuard;
+use crate::routes;
 use crate::state::{Backend, NodeState};
 use crate::witness::RegistryWitness;
 
@@ -111,18 +113,15 @@ pub struct StartOptions {
     /// Who witnesses checkpoints; by default the registry named in the global configuration.
     pub witness: Option<Arc<dyn Witness>>,
     pub conf_poll_interval: Option<Duration>,
-    /// **Benchmark only**: carry exchanges without the evidence. The node makes and checks no
-    /// signatures on envelopes and writes no message-log records of the exchanges it carries
-    /// (requests, responses, refusals), so nothing it carries is evidence of anything. Every
-    /// other check (client authentication, routing, access grants, body and response
-    /// consistency) still applies. A normal node refuses this node's unsigned envelopes. Never
-    /// for real traffic.
-    pub transport_only: bool,
+    /// How envelopes are proven and whether exchanges are recorded; by default
+    /// [`lienthong_exchange::Signed`], what every node runs. Only a measurement tool swaps in
+    /// another (the benchmark's transport-only nodes, decision 0011).
+    pub protection: Option<Arc<dyn Protection>>,
 }
 
 impl std::fmt::Debug for StartOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StartOptions").field("transport_only", &self.transport_only).finish_non_exhaustive()
+        f.debug_struct("StartOptions").field("protection", &self.protection).finish_non_exhaustive()
     }
 }
 
@@ -367,7 +366,7 @@ impl NodeHandle {
             limits,
             next_node: AtomicUsize::new(0),
             started_at_ms: to_millis(clock_now),
-            transport_only: options.transport_only,
+            protection: options.protection.unwrap_or_else(|| Arc::new(Signed)),
             refusals: std::sync::Mutex::new(RefusalLimiter::new(refusal_limits, to_millis(clock_now))),
             witness: checkpointer.status(),
         });
@@ -384,7 +383,9 @@ impl NodeHandle {
         let mut peer_stop = stopped.clone();
         tasks.spawn(async move {
             let handler = move |req, peer: lienthong_pki::tls::PeerIdentity| {
-                crate::provider::handle(provider_state.clone(), req, peer.node().clone())
+                let state = provider_state.clone();
+                let node = peer.node().clone();
+                async move { crate::provider::handle(&state, req, node).await }
             };
             let shutdown = async move { until_stopped(&mut peer_stop).await };
             let options = PeerServerOptions {
@@ -404,13 +405,6 @@ impl NodeHandle {
             tasks.spawn(accept_loop(state.clone(), l, consumer_tls, stopped.clone()));
         }
         tracing::info!(node = %state.keys.node, ?http_addr, ?https_addr, %peer_addr, "node started");
-        if state.transport_only {
-            tracing::warn!(
-                node = %state.keys.node,
-                "transport-only mode: this node neither signs nor logs exchanges; for benchmarks only, \
-                 never for real traffic"
-            );
-        }
         Ok(Self {
             http: http_addr,
             https: https_addr,
@@ -518,7 +512,7 @@ fn peer_refusal_sink(state: &Arc<NodeState>) -> RefusalSink {
         }
         let state = state.clone();
         tokio::spawn(async move {
-            let detail = crate::state::new_detail();
+            let detail = crate::respond::new_detail();
             let reject = lienthong_exchange::Reject::new(
                 fault,
                 format!("refused a peer connection from {}: {}", r.remote, r.reason),
@@ -744,7 +738,7 @@ async fn serve_http<I>(
 {
     let service = service_fn(move |req| {
         let (state, conn) = (state.clone(), conn.clone());
-        async move { Ok::<_, std::convert::Infallible>(consumer::handle(state, req, conn).await) }
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(state, req, conn).await) }
     });
     if h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -8,12 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
 use lienthong_confclient::Clock;
-use lienthong_exchange::{Reject, error_body};
-use lienthong_globalconf::{Freshness, VerifiedConf, to_millis};
+use lienthong_exchange::{Protection, Reject};
+use lienthong_globalconf::{VerifiedConf, to_millis};
 use lienthong_pki::Fingerprint;
 use lienthong_types::{Fault, ServiceId, SubsystemId};
 use tokio::sync::watch;
@@ -26,8 +23,6 @@ use crate::home::NodeKeys;
 use crate::peer::PeerClient;
 use crate::refusal_limit::{Kind, RefusalLimiter, Summary};
 use crate::replay::ReplayGuard;
-
-pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// A backend of a service this node provides.
 #[derive(Debug)]
@@ -57,9 +52,9 @@ pub(crate) struct NodeState {
     pub next_node: AtomicUsize,
     /// When this process started serving: the replay memory is empty before then.
     pub started_at_ms: i64,
-    /// Benchmark only ([`crate::StartOptions::transport_only`]): no signatures made or checked,
-    /// no exchange records written.
-    pub transport_only: bool,
+    /// How envelopes are proven and whether exchanges are recorded: [`lienthong_exchange::Signed`]
+    /// unless a tool swapped in another ([`crate::StartOptions::protection`]).
+    pub protection: Arc<dyn Protection>,
     /// Which refusals of unauthenticated traffic get a record of their own.
     pub refusals: Mutex<RefusalLimiter>,
     /// What the checkpointer last achieved with the registry's witness (for `/readyz`).
@@ -74,10 +69,16 @@ impl NodeState {
     /// The current global configuration if it may be used now; `fault` otherwise.
     pub(crate) fn usable_conf(&self, fault: Fault) -> Result<Arc<VerifiedConf>, Reject> {
         let conf = self.conf.borrow().clone();
-        match conf {
-            Some(c) if Freshness::of(&c.conf, self.now(), Duration::ZERO).is_usable() => Ok(c),
-            Some(_) => Err(Reject::new(fault, "this node's global configuration has expired")),
-            None => Err(Reject::new(fault, "this node has no global configuration yet")),
+        lienthong_exchange::conf::usable(conf.as_deref().map(|c| &c.conf), self.now(), fault)?;
+        conf.ok_or_else(|| Reject::new(fault, "this node has no global configuration yet"))
+    }
+
+    /// The node as the protocol steps see it.
+    pub(crate) fn node(&self) -> lienthong_exchange::Node<'_> {
+        lienthong_exchange::Node {
+            id: &self.keys.node,
+            signing: &self.keys.signing,
+            protection: self.protection.as_ref(),
         }
     }
 
@@ -102,32 +103,4 @@ impl NodeState {
     pub(crate) fn max_skew(&self) -> Duration {
         Duration::from_secs(self.config.limits.max_clock_skew_secs)
     }
-}
-
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
-
-pub(crate) fn new_detail() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// The HTTP response for a gateway error.
-pub(crate) fn error_response(
-    code: &str,
-    status: u16,
-    message: &str,
-    detail: &str,
-    accept: Option<&str>,
-) -> Response<Body> {
-    let e = error_body::render_code(code, status, message, detail, accept);
-    let mut resp = Response::new(full(e.body));
-    *resp.status_mut() =
-        http::StatusCode::from_u16(e.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(e.content_type));
-    if let Ok(v) = HeaderValue::from_str(&e.code) {
-        h.insert(lienthong_exchange::headers::X_ROAD_ERROR, v);
-    }
-    resp
 }

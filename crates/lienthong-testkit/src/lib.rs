@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lienthong_globalconf::{Anchor, sign_request};
 use lienthong_node::home::{InitOptions as NodeInitOptions, NodeHome};
-use lienthong_node::{NodeConfig, NodeHandle, StartOptions};
+use lienthong_node::{NodeConfig, NodeHandle, Protection, StartOptions};
 use lienthong_pki::{Certificate, KeyAlgorithm};
 use lienthong_proto::globalconf::v1 as gc;
 use lienthong_proto::registry::v1 as pb;
@@ -182,9 +182,9 @@ pub struct TestNode {
     pub handle: Option<NodeHandle>,
     /// Added to the topology clock for this node only.
     pub skew: Arc<AtomicI64>,
-    /// Whether the node runs in the benchmark-only transport-only mode (see
-    /// [`Topology::restart_transport_only`]); kept across restarts.
-    pub transport_only: bool,
+    /// The protection the node runs with instead of the default signed one (see
+    /// [`Topology::restart_with_protection`]); kept across restarts.
+    pub protection: Option<Arc<dyn Protection>>,
     /// The fault-injecting proxy the node is registered behind (peers reach its peer port only
     /// through it), when the topology was built with one; see [`Topology::standard_proxied`].
     pub proxy: Option<FaultProxy>,
@@ -430,7 +430,7 @@ impl Topology {
             config,
             handle: None,
             skew,
-            transport_only: false,
+            protection: None,
             proxy,
             ports: Some(ports),
         };
@@ -444,7 +444,7 @@ impl Topology {
         let options = StartOptions {
             clock: Some(clock.for_node(node.skew.clone())),
             conf_poll_interval: Some(Duration::from_secs(3600)),
-            transport_only: node.transport_only,
+            protection: node.protection.clone(),
             ..Default::default()
         };
         let handle = within(NodeHandle::start(node.config.clone(), keys, listeners, options))
@@ -471,11 +471,11 @@ impl Topology {
         self.sync().await;
     }
 
-    /// Restarts node `i` on the same ports and directory in the node's benchmark-only
-    /// transport-only mode (`StartOptions::transport_only`: no signatures, no exchange records)
-    /// when `transport_only`, or back in the normal mode; later restarts keep the setting.
-    pub async fn restart_transport_only(&mut self, i: usize, transport_only: bool) {
-        self.nodes[i].transport_only = transport_only;
+    /// Restarts node `i` on the same ports and directory with `protection` in place of the
+    /// default signed one (`StartOptions::protection`; `None`: back to the default); later
+    /// restarts keep it.
+    pub async fn restart_with_protection(&mut self, i: usize, protection: Option<Arc<dyn Protection>>) {
+        self.nodes[i].protection = protection;
         self.restart(i).await;
     }
 
@@ -771,7 +771,7 @@ impl Topology {
             clock: Some(self.clock.for_node(node.skew.clone())),
             conf_poll_interval: Some(poll),
             log_store,
-            transport_only: node.transport_only,
+            protection: node.protection.clone(),
             ..Default::default()
         };
         let handle = within(NodeHandle::start(node.config.clone(), keys, listeners, options))

@@ -1,10 +1,12 @@
-//! The node's benchmark-only transport-only mode (`StartOptions::transport_only`): exchanges are
-//! carried with every check except signatures, and nothing is written to the message log. A
-//! node in the normal mode refuses such a node's unsigned envelopes, whichever side it is on.
+//! The benchmark's transport-only nodes (`lienthong_bench::transport_only::TransportOnly`, the
+//! protection of topology C): exchanges are carried with every check except signatures, and
+//! nothing is written to the message log. A normal node refuses such a node's unsigned
+//! envelopes, whichever side it is on.
 //!
 //! The standard in-process topology: node 0 hosts the consumer `CONG_DVC`, nodes 1 and 2 provide
 //! `DANCU` with backends 0 and 1.
 
+use lienthong_bench::transport_only::protection;
 use lienthong_proto::msglog::v1::LogRecord;
 use lienthong_testkit::names::*;
 use lienthong_testkit::{Mode, Topology, within};
@@ -32,7 +34,7 @@ fn refusal<'a>(records: &'a [LogRecord], message_id: &str, code: &str) -> Option
 async fn two_transport_only_nodes_carry_a_call_and_log_nothing() {
     let mut t = Topology::standard().await;
     for i in 0..3 {
-        t.restart_transport_only(i, true).await;
+        t.restart_with_protection(i, Some(protection())).await;
     }
     let before = log_sizes(&t);
 
@@ -75,7 +77,7 @@ async fn a_normal_node_refuses_a_transport_only_nodes_unsigned_envelopes() {
 
     // A transport-only consumer and normal providers: the unsigned request is refused before
     // the backend, with the provider's fault relayed.
-    t.restart_transport_only(0, true).await;
+    t.restart_with_protection(0, Some(protection())).await;
     let consumer_before = log_sizes(&t)[0];
     let mut req = Topology::r1("GET", &format!("/r1/{CONG_DAN}/cong-dan/1"), "");
     req.headers_mut().insert("x-road-id", "unsigned-request".parse().unwrap());
@@ -91,9 +93,9 @@ async fn a_normal_node_refuses_a_transport_only_nodes_unsigned_envelopes() {
 
     // A normal consumer and transport-only providers: the provider serves the signed request
     // but answers unsigned, and the consumer refuses to release the answer.
-    t.restart_transport_only(0, false).await;
-    t.restart_transport_only(1, true).await;
-    t.restart_transport_only(2, true).await;
+    t.restart_with_protection(0, None).await;
+    t.restart_with_protection(1, Some(protection())).await;
+    t.restart_with_protection(2, Some(protection())).await;
     let mut req = Topology::r1("GET", &format!("/r1/{CONG_DAN}/cong-dan/2"), "");
     req.headers_mut().insert("x-road-id", "unsigned-response".parse().unwrap());
     let resp = t.call(0, req).await;
