@@ -21,6 +21,7 @@ use lienthong_msglog::{CheckpointSigner, LogConfig, LogStore, MessageLog, Segmen
 use lienthong_pki::consumer_tls::consumer_server_config;
 use lienthong_pki::tls::TlsIdentity;
 use lienthong_pki::{Certificate, PrivateKey};
+use lienthong_runtime::ConnectionCap;
 use lienthong_types::Fault;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -630,21 +631,21 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
-    let max = state.config.limits.max_client_connections;
-    let mut over = OverCapacity::new("client");
+    let cap = ConnectionCap::new("client", state.config.limits.max_client_connections);
     loop {
         tokio::select! {
             () = until_stopped(&mut stopped) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
-                    if connections.len() >= max {
-                        // Closed at once: a client finds out now instead of waiting in a queue.
-                        over.refused(remote);
-                        continue;
-                    }
+                    // Over the cap the connection is closed at once (dropped here).
+                    let Some(permit) = cap.admit(remote) else { continue };
                     tcp.set_nodelay(true).ok();
-                    connections.spawn(serve_client(state.clone(), tcp, remote, tls.clone(), stopped.clone()));
+                    let serve = serve_client(state.clone(), tcp, remote, tls.clone(), stopped.clone());
+                    connections.spawn(async move {
+                        serve.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a client connection failed");
@@ -658,38 +659,6 @@ async fn accept_loop(
         while connections.join_next().await.is_some() {}
     })
     .await;
-}
-
-/// Counts connections refused at a listener's cap and traces them at most once per
-/// [`OverCapacity::EVERY`], so a flood costs a few log lines, not one per connection.
-#[derive(Debug)]
-pub(crate) struct OverCapacity {
-    listener: &'static str,
-    refused: u64,
-    last: Option<std::time::Instant>,
-}
-
-impl OverCapacity {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    pub(crate) fn new(listener: &'static str) -> Self {
-        Self { listener, refused: 0, last: None }
-    }
-
-    pub(crate) fn refused(&mut self, remote: SocketAddr) {
-        self.refused += 1;
-        let now = std::time::Instant::now();
-        if self.last.is_none_or(|last| now.duration_since(last) >= Self::EVERY) {
-            tracing::warn!(
-                listener = self.listener,
-                %remote,
-                refused = self.refused,
-                "too many open connections: closed new ones at once (count since the last report)"
-            );
-            self.refused = 0;
-            self.last = Some(now);
-        }
-    }
 }
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -120,22 +120,23 @@ impl PeerServer {
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut shutdown = pin!(shutdown);
-        let mut over = crate::server::OverCapacity::new("peer");
+        let cap = lienthong_runtime::ConnectionCap::new("peer", opts.max_connections);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, remote)) => {
-                        if connections.len() >= opts.max_connections {
-                            over.refused(remote);
-                            continue;
-                        }
+                        // Over the cap the connection is closed at once (dropped here).
+                        let Some(permit) = cap.admit(remote) else { continue };
                         tcp.set_nodelay(true).ok();
                         let conn = serve_connection(
                             tcp, remote, trust.clone(), stopped.clone(), handler.clone(), opts.clone(),
                         );
-                        connections.spawn(conn);
+                        connections.spawn(async move {
+                            conn.await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         // Out of descriptors and the like: back off instead of spinning.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lienthong_exchange::headers::request_hash;
+use lienthong_exchange::headers::envelope_request_hash;
 use lienthong_proto::convert::IntoDomain;
 use lienthong_proto::exchange::v1 as ex;
 use lienthong_proto::msglog::v1 as log_pb;
@@ -193,9 +193,8 @@ impl Verifier<'_> {
             );
             return;
         };
-        let mut path = service.r1_path();
-        path.push_str(&path_and_query(&req.path, &req.query));
-        let expected = request_hash(&req.method, &path, &req.headers, body.as_ref());
+        // The same function both nodes hash with, so a verifier cannot drift from the protocol.
+        let expected = envelope_request_hash(req, &service, body.as_ref());
         if resp.request_hash == expected {
             self.pass(
                 subject,
