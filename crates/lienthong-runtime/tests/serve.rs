@@ -132,14 +132,9 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_a_freed_slot_is_reuse
 #[tokio::test]
 async fn a_silent_tls_client_is_dropped_at_the_handshake_timeout() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![key.cert.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
-        )
-        .expect("config");
+    // Certificates are made only by lienthong-pki (deny.toml); any will do for a silent client.
+    let (cert, _, key) = lienthong_pki::is_client_tls::self_signed_client("localhost").expect("cert");
+    let config = lienthong_pki::consumer_tls::server_config_for_chain(vec![cert], &key).expect("config");
     let handshake_timeout = Duration::from_millis(300);
     let server = Server::start(
         Some(Tls::fixed(Arc::new(config))),
